@@ -1,0 +1,17 @@
+//! Until the CLI exists, `krakectl` says so on one line and exits with 2.
+
+use std::process::Command;
+
+#[test]
+fn says_not_implemented_and_exits_with_2() {
+    let output = Command::new(env!("CARGO_BIN_EXE_krakectl"))
+        .arg("--help")
+        .output()
+        .expect("run krakectl");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(output.stdout.is_empty());
+    let stderr = String::from_utf8(output.stderr).expect("UTF-8 stderr");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("krakectl "), "{stderr}");
+    assert!(stderr.contains("CLI is not implemented yet"), "{stderr}");
+}
