@@ -118,7 +118,9 @@ pub fn validate_labels(labels: &Labels, v: &mut Validator) {
 }
 
 /// A reference to another object, by api, kind, namespace and name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 pub struct ResourceRef {
     /// The API group (`kubernetes`, `infrastructure`, ...).
     pub api: String,
@@ -167,17 +169,12 @@ pub struct ListMetadata {
     pub resource_version: Option<String>,
     /// Beyond Krake: the token that fetches the next page, when the list was
     /// paginated and more items remain.
-    #[serde(
-        default,
-        rename = "continue",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, rename = "continue", skip_serializing_if = "Option::is_none")]
     pub continue_token: Option<String>,
 }
 
 /// The regular expression (Python syntax, ASCII mode) that label keys must match.
-pub const LABEL_KEY_PATTERN: &str =
-    r"^((\w|(\w[\w\-_.]{0,251}\w))\/)?(\w|(\w[\w\-_.]{0,61}\w))$";
+pub const LABEL_KEY_PATTERN: &str = r"^((\w|(\w[\w\-_.]{0,251}\w))\/)?(\w|(\w[\w\-_.]{0,61}\w))$";
 
 /// The regular expression (Python syntax, ASCII mode) that label values must match.
 pub const LABEL_VALUE_PATTERN: &str = r"\w|(\w[\w\-_.]{0,61}\w)";
@@ -270,7 +267,16 @@ mod tests {
         let long_prefix = format!("{}/k", "p".repeat(253));
         assert!(validate_label_key(&long_prefix).is_ok());
         let too_long_prefix = format!("{}/k", "p".repeat(254));
-        for bad in ["", "-a", "a/", "/a", "a/b/c", "a:b", &"k".repeat(64), &too_long_prefix] {
+        for bad in [
+            "",
+            "-a",
+            "a/",
+            "/a",
+            "a/b/c",
+            "a:b",
+            &"k".repeat(64),
+            &too_long_prefix,
+        ] {
             assert!(validate_label_key(bad).is_err(), "{bad:?}");
         }
         for good in ["DE", "0.5", "1e-3", "a_b"] {

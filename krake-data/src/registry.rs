@@ -435,10 +435,14 @@ pub fn validate_type_meta(
     v: &mut Validator,
 ) {
     if api != expected_api {
-        v.field("api", |v| v.error(format!("Must be equal to {expected_api}.")));
+        v.field("api", |v| {
+            v.error(format!("Must be equal to {expected_api}."))
+        });
     }
     if kind != expected_kind {
-        v.field("kind", |v| v.error(format!("Must be equal to {expected_kind}.")));
+        v.field("kind", |v| {
+            v.error(format!("Must be equal to {expected_kind}."))
+        });
     }
 }
 

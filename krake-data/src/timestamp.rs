@@ -64,7 +64,12 @@ impl fmt::Display for Timestamp {
         if micros == 0 {
             write!(f, "{}+00:00", self.0.format("%Y-%m-%dT%H:%M:%S"))
         } else {
-            write!(f, "{}.{:06}+00:00", self.0.format("%Y-%m-%dT%H:%M:%S"), micros)
+            write!(
+                f,
+                "{}.{:06}+00:00",
+                self.0.format("%Y-%m-%dT%H:%M:%S"),
+                micros
+            )
         }
     }
 }

@@ -154,7 +154,11 @@ impl ValidationErrors {
 
     /// `Ok(value)` if there are no errors, else `Err(self)`.
     pub fn into_result<T>(self, value: T) -> Result<T, Self> {
-        if self.is_empty() { Ok(value) } else { Err(self) }
+        if self.is_empty() {
+            Ok(value)
+        } else {
+            Err(self)
+        }
     }
 
     /// The messages reported for `field` (a dotted path such as `metadata.name`).
@@ -181,9 +185,7 @@ impl ValidationErrors {
             };
             for segment in parents {
                 let key = segment_key(segment);
-                let entry = node
-                    .entry(key)
-                    .or_insert_with(|| Value::Object(Map::new()));
+                let entry = node.entry(key).or_insert_with(|| Value::Object(Map::new()));
                 if !entry.is_object() {
                     *entry = Value::Object(Map::new());
                 }
@@ -262,7 +264,11 @@ fn index_keys(errors: &ValidationErrors) -> std::collections::HashSet<String> {
     keys
 }
 
-fn python_repr_tree(value: &Value, index_keys: &std::collections::HashSet<String>, out: &mut String) {
+fn python_repr_tree(
+    value: &Value,
+    index_keys: &std::collections::HashSet<String>,
+    out: &mut String,
+) {
     fn walk(
         value: &Value,
         path: &str,
@@ -597,7 +603,10 @@ mod tests {
             errors.to_python_repr(),
             "{'metadata': {'labels': [{'$$': \"Label key '$$' is bad.\"}]}}"
         );
-        assert_eq!(errors.to_string(), "metadata.labels: $$: Label key '$$' is bad.");
+        assert_eq!(
+            errors.to_string(),
+            "metadata.labels: $$: Label key '$$' is bad."
+        );
     }
 
     #[derive(Debug, serde::Deserialize)]
@@ -615,20 +624,25 @@ mod tests {
 
     #[test]
     fn type_errors_get_paths_and_marshmallow_words() {
-        let err = deserialize_value::<Outer>(serde_json::json!({"inner": [{"count": 1}]}))
-            .unwrap_err();
+        let err =
+            deserialize_value::<Outer>(serde_json::json!({"inner": [{"count": 1}]})).unwrap_err();
         assert_eq!(err.messages_at("inner.0.name"), vec![MISSING_FIELD]);
 
-        let err = deserialize_value::<Outer>(
-            serde_json::json!({"inner": [{"count": "x", "name": "n"}]}),
-        )
-        .unwrap_err();
-        assert_eq!(err.messages_at("inner.0.count"), vec!["Not a valid integer."]);
+        let err =
+            deserialize_value::<Outer>(serde_json::json!({"inner": [{"count": "x", "name": "n"}]}))
+                .unwrap_err();
+        assert_eq!(
+            err.messages_at("inner.0.count"),
+            vec!["Not a valid integer."]
+        );
 
         let err =
             deserialize_value::<Outer>(serde_json::json!({"inner": [{"count": 1, "name": null}]}))
                 .unwrap_err();
-        assert_eq!(err.messages_at("inner.0.name"), vec!["Field may not be null."]);
+        assert_eq!(
+            err.messages_at("inner.0.name"),
+            vec!["Field may not be null."]
+        );
 
         let err = deserialize_value::<Outer>(serde_json::json!({})).unwrap_err();
         assert_eq!(err.messages_at("inner"), vec![MISSING_FIELD]);

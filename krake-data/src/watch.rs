@@ -37,6 +37,8 @@ mod tests {
         let event: WatchEvent = serde_json::from_str(line).unwrap();
         assert_eq!(event.event_type, WatchEventType::Modified);
         assert_eq!(event.object["kind"], "Application");
-        assert!(serde_json::from_str::<WatchEvent>(r#"{"type": "UPDATED", "object": {}}"#).is_err());
+        assert!(
+            serde_json::from_str::<WatchEvent>(r#"{"type": "UPDATED", "object": {}}"#).is_err()
+        );
     }
 }

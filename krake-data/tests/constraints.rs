@@ -1,9 +1,8 @@
 #![allow(clippy::unwrap_used)]
 //! Table tests and property tests of the label and metric constraint languages.
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::hash::{Hash, Hasher};
+use std::hash::{DefaultHasher, Hash, Hasher};
 
 use indexmap::IndexMap;
 use krake_data::constraints::{
@@ -102,14 +101,26 @@ fn label_cases() -> Vec<LabelCase> {
     };
     vec![
         // Equal
-        case("location is DE", "location", eq("DE"), &["DE"], &["UK", "de", "DE1"]),
+        case(
+            "location is DE",
+            "location",
+            eq("DE"),
+            &["DE"],
+            &["UK", "de", "DE1"],
+        ),
         case("location = DE", "location", eq("DE"), &["DE"], &["UK"]),
         case("location == DE", "location", eq("DE"), &["DE"], &["UK"]),
         case("location=DE", "location", eq("DE"), &["DE"], &["UK"]),
         case("location==DE", "location", eq("DE"), &["DE"], &["UK"]),
         case("location\t=\tDE", "location", eq("DE"), &["DE"], &["UK"]),
         case("location   is DE", "location", eq("DE"), &["DE"], &["UK"]),
-        case("  location is DE\t ", "location", eq("DE"), &["DE"], &["UK"]),
+        case(
+            "  location is DE\t ",
+            "location",
+            eq("DE"),
+            &["DE"],
+            &["UK"],
+        ),
         case(
             "example.com/zone is a.b-c_d",
             "example.com/zone",
@@ -118,20 +129,86 @@ fn label_cases() -> Vec<LabelCase> {
             &["a.b-c"],
         ),
         // NotEqual
-        case("location is not DE", "location", ne("DE"), &["UK", "de"], &["DE"]),
-        case("location is\tnot   DE", "location", ne("DE"), &["UK"], &["DE"]),
+        case(
+            "location is not DE",
+            "location",
+            ne("DE"),
+            &["UK", "de"],
+            &["DE"],
+        ),
+        case(
+            "location is\tnot   DE",
+            "location",
+            ne("DE"),
+            &["UK"],
+            &["DE"],
+        ),
         case("location != DE", "location", ne("DE"), &["UK"], &["DE"]),
         case("location!=DE", "location", ne("DE"), &["UK"], &["DE"]),
         // In
-        case("location in (DE, AT)", "location", is_in(&["DE", "AT"]), &["DE", "AT"], &["UK"]),
-        case("location in (DE)", "location", is_in(&["DE"]), &["DE"], &["AT"]),
-        case("location in (DE,)", "location", is_in(&["DE"]), &["DE"], &["AT"]),
-        case("location in (DE,,)", "location", is_in(&["DE"]), &["DE"], &["AT"]),
-        case("location in (a, b,,)", "location", is_in(&["a", "b"]), &["a", "b"], &["c"]),
-        case("location in(DE,AT,,,)", "location", is_in(&["DE", "AT"]), &["AT"], &["UK"]),
-        case("location in ( DE , AT )", "location", is_in(&["DE", "AT"]), &["DE"], &["UK"]),
-        case("location in (DE , , )", "location", is_in(&["DE"]), &["DE"], &["UK"]),
-        case("\tlocation\tin\t(DE)\t", "location", is_in(&["DE"]), &["DE"], &["UK"]),
+        case(
+            "location in (DE, AT)",
+            "location",
+            is_in(&["DE", "AT"]),
+            &["DE", "AT"],
+            &["UK"],
+        ),
+        case(
+            "location in (DE)",
+            "location",
+            is_in(&["DE"]),
+            &["DE"],
+            &["AT"],
+        ),
+        case(
+            "location in (DE,)",
+            "location",
+            is_in(&["DE"]),
+            &["DE"],
+            &["AT"],
+        ),
+        case(
+            "location in (DE,,)",
+            "location",
+            is_in(&["DE"]),
+            &["DE"],
+            &["AT"],
+        ),
+        case(
+            "location in (a, b,,)",
+            "location",
+            is_in(&["a", "b"]),
+            &["a", "b"],
+            &["c"],
+        ),
+        case(
+            "location in(DE,AT,,,)",
+            "location",
+            is_in(&["DE", "AT"]),
+            &["AT"],
+            &["UK"],
+        ),
+        case(
+            "location in ( DE , AT )",
+            "location",
+            is_in(&["DE", "AT"]),
+            &["DE"],
+            &["UK"],
+        ),
+        case(
+            "location in (DE , , )",
+            "location",
+            is_in(&["DE"]),
+            &["DE"],
+            &["UK"],
+        ),
+        case(
+            "\tlocation\tin\t(DE)\t",
+            "location",
+            is_in(&["DE"]),
+            &["DE"],
+            &["UK"],
+        ),
         // NotIn
         case(
             "location not in (DE, AT)",
@@ -140,9 +217,27 @@ fn label_cases() -> Vec<LabelCase> {
             &["UK"],
             &["DE", "AT"],
         ),
-        case("location not in (DE,)", "location", not_in(&["DE"]), &["UK"], &["DE"]),
-        case("location not\t in(DE)", "location", not_in(&["DE"]), &["UK"], &["DE"]),
-        case("location not in (DE,,,)", "location", not_in(&["DE"]), &["UK"], &["DE"]),
+        case(
+            "location not in (DE,)",
+            "location",
+            not_in(&["DE"]),
+            &["UK"],
+            &["DE"],
+        ),
+        case(
+            "location not\t in(DE)",
+            "location",
+            not_in(&["DE"]),
+            &["UK"],
+            &["DE"],
+        ),
+        case(
+            "location not in (DE,,,)",
+            "location",
+            not_in(&["DE"]),
+            &["UK"],
+            &["DE"],
+        ),
         // Keywords are keywords only in operator position.
         case("x is not", "x", eq("not"), &["not"], &["x", "is"]),
         case("x = in", "x", eq("in"), &["in"], &["x"]),
@@ -151,7 +246,13 @@ fn label_cases() -> Vec<LabelCase> {
         case("x is is", "x", eq("is"), &["is"], &["x"]),
         case("x is not not", "x", ne("not"), &["x"], &["not"]),
         case("x != not", "x", ne("not"), &["x"], &["not"]),
-        case("x in (in, not, is)", "x", is_in(&["in", "not", "is"]), &["not"], &["x"]),
+        case(
+            "x in (in, not, is)",
+            "x",
+            is_in(&["in", "not", "is"]),
+            &["not"],
+            &["x"],
+        ),
         case("in in (in)", "in", is_in(&["in"]), &["in"], &["x"]),
         case("not not in (x)", "not", not_in(&["x"]), &["y"], &["x"]),
         case("is is not x", "is", ne("x"), &["y"], &["x"]),
@@ -169,7 +270,11 @@ fn label_operators_parse_and_match() {
         assert_label_round_trip(&constraint, case.text);
         for value in case.matching {
             let labels = labels(&[("other", "x"), (case.key, value)]);
-            assert!(constraint.matches(&labels), "{:?} should match {value:?}", case.text);
+            assert!(
+                constraint.matches(&labels),
+                "{:?} should match {value:?}",
+                case.text
+            );
             assert!(
                 constraint.matches_with(|key| labels.get(key).map(String::as_str)),
                 "{:?}",
@@ -179,7 +284,11 @@ fn label_operators_parse_and_match() {
         }
         for value in case.failing {
             let labels = labels(&[(case.key, value)]);
-            assert!(!constraint.matches(&labels), "{:?} should not match {value:?}", case.text);
+            assert!(
+                !constraint.matches(&labels),
+                "{:?} should not match {value:?}",
+                case.text
+            );
             assert!(!constraint.operator().matches_value(value));
         }
     }
@@ -195,7 +304,11 @@ fn label_missing_key_never_matches() {
         assert!(!constraint.matches_with(|_| None), "{:?}", case.text);
     }
     // The rule also holds for the negative operators with any value.
-    for text in ["location != DE", "location is not DE", "location not in (DE, AT)"] {
+    for text in [
+        "location != DE",
+        "location is not DE",
+        "location not in (DE, AT)",
+    ] {
         let constraint = LabelConstraint::parse(text).unwrap();
         assert!(!constraint.matches(&labels(&[("zone", "UK")])), "{text:?}");
     }
@@ -212,7 +325,12 @@ fn label_values_accessor() {
 #[test]
 fn label_equality_is_by_meaning() {
     let same = [
-        ["location is DE", "location = DE", "location==DE", " location  is\tDE "],
+        [
+            "location is DE",
+            "location = DE",
+            "location==DE",
+            " location  is\tDE ",
+        ],
         [
             "location is not DE",
             "location != DE",
@@ -282,7 +400,9 @@ fn label_serde() {
         .to_string();
     assert_eq!(
         error,
-        LabelConstraint::parse("location is").unwrap_err().to_string()
+        LabelConstraint::parse("location is")
+            .unwrap_err()
+            .to_string()
     );
     assert_eq!(
         error,
@@ -310,7 +430,10 @@ fn label_schema() {
     assert_eq!(schema["title"], "LabelConstraint");
     let description = schema["description"].as_str().unwrap();
     for operator in ["is", "=", "==", "is not", "!=", "in (", "not in ("] {
-        assert!(description.contains(operator), "{operator:?} in {description}");
+        assert!(
+            description.contains(operator),
+            "{operator:?} in {description}"
+        );
     }
 }
 
@@ -330,41 +453,87 @@ fn label_rejections() {
         ("location !=", "expected a value after '!=' at position 11"),
         ("location is not (", "expected a value after 'is not'"),
         ("location in", "expected '(' after 'in' at position 11"),
-        ("location in DE", "unexpected word 'DE' at position 12, expected '(' after 'in'"),
-        ("location in ()", "unexpected character ')' at position 13, expected a value"),
-        ("location in (,)", "unexpected character ',' at position 13, expected a value"),
+        (
+            "location in DE",
+            "unexpected word 'DE' at position 12, expected '(' after 'in'",
+        ),
+        (
+            "location in ()",
+            "unexpected character ')' at position 13, expected a value",
+        ),
+        (
+            "location in (,)",
+            "unexpected character ',' at position 13, expected a value",
+        ),
         ("location in (,DE)", "unexpected character ','"),
         ("location in (DE", "expected ',' or ')' at position 15"),
         ("location in (DE,", "expected a value or ')' at position 16"),
         ("location in (DE AT)", "unexpected word 'AT' at position 16"),
-        ("location in (DE,,AT)", "unexpected word 'AT' at position 17, expected ',' or ')'"),
-        ("location in (DE))", "unexpected character ')' at position 16, expected the end"),
+        (
+            "location in (DE,,AT)",
+            "unexpected word 'AT' at position 17, expected ',' or ')'",
+        ),
+        (
+            "location in (DE))",
+            "unexpected character ')' at position 16, expected the end",
+        ),
         ("location in ((DE))", "unexpected character '('"),
         ("location not (DE)", "expected 'in' after 'not'"),
         ("location not", "expected 'in' after 'not' at position 12"),
         ("location not in", "expected '(' after 'not in'"),
         ("location not in ()", "expected a value"),
-        ("a b c", "unexpected word 'b' at position 2, expected an operator"),
+        (
+            "a b c",
+            "unexpected word 'b' at position 2, expected an operator",
+        ),
         ("loc(DE)", "unexpected character '(' at position 3"),
-        ("loc is DE UK", "unexpected word 'UK' at position 10, expected the end of the expression"),
-        ("(loc) is DE", "unexpected character '(' at position 0, expected a label key"),
-        ("= DE", "unexpected operator '=' at position 0, expected a label key"),
-        ("loc === DE", "unexpected operator '=' at position 6, expected a value after '=='"),
-        ("loc > DE", "unexpected operator '>' at position 4, expected an operator"),
+        (
+            "loc is DE UK",
+            "unexpected word 'UK' at position 10, expected the end of the expression",
+        ),
+        (
+            "(loc) is DE",
+            "unexpected character '(' at position 0, expected a label key",
+        ),
+        (
+            "= DE",
+            "unexpected operator '=' at position 0, expected a label key",
+        ),
+        (
+            "loc === DE",
+            "unexpected operator '=' at position 6, expected a value after '=='",
+        ),
+        (
+            "loc > DE",
+            "unexpected operator '>' at position 4, expected an operator",
+        ),
         ("loc gt DE", "unexpected word 'gt' at position 4"),
         ("loc ! DE", "unexpected character '!' at position 4"),
         ("loc is\nDE", "unexpected character '\\n' at position 6"),
         ("loc is DE\n", "unexpected character '\\n' at position 9"),
         ("loc\r\nis DE", "unexpected character '\\r' at position 3"),
-        ("lö\u{a0}is DE", "unexpected character '\u{a0}' at position 2"),
+        (
+            "lö\u{a0}is DE",
+            "unexpected character '\u{a0}' at position 2",
+        ),
         ("loc is -1", "Label value '-1' does not match the regex"),
         ("loc is DE-", "Label value 'DE-' does not match the regex"),
-        ("loc in (DE, -AT)", "Label value '-AT' does not match the regex"),
-        ("loc not in (DE, ü)", "Label value 'ü' does not match the regex"),
+        (
+            "loc in (DE, -AT)",
+            "Label value '-AT' does not match the regex",
+        ),
+        (
+            "loc not in (DE, ü)",
+            "Label value 'ü' does not match the regex",
+        ),
         ("$$ is a", "Label key '$$' does not match the regex"),
         ("a/b/c is a", "Label key 'a/b/c' does not match the regex"),
         ("größe is 1", "Label key 'größe' does not match the regex"),
         ("loc is x<y", "unexpected operator '<' at position 8"),
+        // Positions count characters, not bytes.
+        ("größe is", "expected a value after 'is' at position 8"),
+        ("ü€ in (a", "expected ',' or ')' at position 8"),
+        ("€€ = (", "unexpected character '(' at position 5"),
     ];
     for (text, expected) in cases {
         let error = LabelConstraint::parse(text)
@@ -375,7 +544,10 @@ fn label_rejections() {
             message.starts_with("Invalid label constraint: "),
             "{text:?}: {message}"
         );
-        assert!(message.contains(expected), "{text:?}: {message:?} lacks {expected:?}");
+        assert!(
+            message.contains(expected),
+            "{text:?}: {message:?} lacks {expected:?}"
+        );
         assert_eq!(error.language(), ConstraintLanguage::Label);
     }
 }
@@ -441,7 +613,14 @@ fn metric_cases() -> Vec<MetricCase> {
     let mut cases = Vec::new();
     for (texts, operator, (matching, failing)) in [
         (
-            &["load == 5", "load = 5", "load is 5", "load==5", "load=5", "load is 5.0"][..],
+            &[
+                "load == 5",
+                "load = 5",
+                "load is 5",
+                "load==5",
+                "load=5",
+                "load is 5.0",
+            ][..],
             Equal,
             EQ,
         ),
@@ -451,7 +630,13 @@ fn metric_cases() -> Vec<MetricCase> {
             NE,
         ),
         (
-            &["load > 5", "load gt 5", "load greater than 5", "load>5", "load greater\tthan 5e0"][..],
+            &[
+                "load > 5",
+                "load gt 5",
+                "load greater than 5",
+                "load>5",
+                "load greater\tthan 5e0",
+            ][..],
             GreaterThan,
             GT,
         ),
@@ -469,7 +654,13 @@ fn metric_cases() -> Vec<MetricCase> {
             GE,
         ),
         (
-            &["load < 5", "load lt 5", "load lesser than 5", "load<5", "load lesser than 05"][..],
+            &[
+                "load < 5",
+                "load lt 5",
+                "load lesser than 5",
+                "load<5",
+                "load lesser than 05",
+            ][..],
             LessThan,
             LT,
         ),
@@ -529,7 +720,11 @@ fn metric_operators_parse_and_match() {
         assert_metric_round_trip(&constraint, case.text);
         for &value in case.matching {
             let get = |name: &str| (name == case.metric).then_some(value);
-            assert!(constraint.matches_with(get), "{:?} should match {value}", case.text);
+            assert!(
+                constraint.matches_with(get),
+                "{:?} should match {value}",
+                case.text
+            );
             let hash_map = HashMap::from([(case.metric.to_owned(), value)]);
             let index_map: IndexMap<String, f64> =
                 IndexMap::from([("other".to_owned(), -1.0), (case.metric.to_owned(), value)]);
@@ -541,7 +736,11 @@ fn metric_operators_parse_and_match() {
         }
         for &value in case.failing {
             let get = |name: &str| (name == case.metric).then_some(value);
-            assert!(!constraint.matches_with(get), "{:?} should not match {value}", case.text);
+            assert!(
+                !constraint.matches_with(get),
+                "{:?} should not match {value}",
+                case.text
+            );
             let hash_map = HashMap::from([(case.metric.to_owned(), value)]);
             assert!(!constraint.matches(&hash_map));
         }
@@ -553,7 +752,11 @@ fn metric_missing_never_matches() {
     for case in metric_cases() {
         let constraint = MetricConstraint::parse(case.text).unwrap();
         assert!(!constraint.matches_with(|_| None), "{:?}", case.text);
-        assert!(!constraint.matches(&HashMap::<String, f64>::new()), "{:?}", case.text);
+        assert!(
+            !constraint.matches(&HashMap::<String, f64>::new()),
+            "{:?}",
+            case.text
+        );
         let others = IndexMap::from([("other".to_owned(), 5.0), ("LOAD".to_owned(), 5.0)]);
         assert!(!constraint.matches(&others), "{:?}", case.text);
     }
@@ -580,8 +783,19 @@ fn metric_operator_symbols() {
 #[test]
 fn metric_equality_is_by_meaning() {
     let groups = [
-        &["load > 5", "load gt 5", "load greater than 5", "load>5.0", "load > 5e0"][..],
-        &["load lte 0.5", "load <= 0.50", "load =< 5e-1", "load lesser than or equal 0.5"][..],
+        &[
+            "load > 5",
+            "load gt 5",
+            "load greater than 5",
+            "load>5.0",
+            "load > 5e0",
+        ][..],
+        &[
+            "load lte 0.5",
+            "load <= 0.50",
+            "load =< 5e-1",
+            "load lesser than or equal 0.5",
+        ][..],
         &["load is not 1", "load != 1"][..],
     ];
     for group in groups {
@@ -617,14 +831,20 @@ fn metric_serde_and_schema() {
     let error = serde_json::from_value::<MetricConstraint>(serde_json::json!("load > abc"))
         .unwrap_err()
         .to_string();
-    assert_eq!(error, "Invalid metric constraint: value 'abc' is not a number");
+    assert_eq!(
+        error,
+        "Invalid metric constraint: value 'abc' is not a number"
+    );
 
     let schema = serde_json::to_value(schemars::schema_for!(MetricConstraint)).unwrap();
     assert_eq!(schema["type"], "string");
     assert_eq!(schema["title"], "MetricConstraint");
     let description = schema["description"].as_str().unwrap();
     for operator in ["gte", "=>", "lesser than or equal", "is not"] {
-        assert!(description.contains(operator), "{operator:?} in {description}");
+        assert!(
+            description.contains(operator),
+            "{operator:?} in {description}"
+        );
     }
 }
 
@@ -638,13 +858,28 @@ fn metric_rejections() {
         ("", "empty expression"),
         ("load", "expected an operator"),
         ("load >", "expected a value after '>' at position 6"),
-        ("load greater than", "expected a value after 'greater than' at position 17"),
-        ("load greater than or equal", "expected a value after 'greater than or equal'"),
-        ("load greater 5", "unexpected word '5' at position 13, expected 'than' after 'greater'"),
-        ("load lesser", "expected 'than' after 'lesser' at position 11"),
+        (
+            "load greater than",
+            "expected a value after 'greater than' at position 17",
+        ),
+        (
+            "load greater than or equal",
+            "expected a value after 'greater than or equal'",
+        ),
+        (
+            "load greater 5",
+            "unexpected word '5' at position 13, expected 'than' after 'greater'",
+        ),
+        (
+            "load lesser",
+            "expected 'than' after 'lesser' at position 11",
+        ),
         ("load is greater than 5", "'is greater than'"),
         ("load is lesser than 5", "'is lesser than'"),
-        ("load less than 5", "unexpected word 'less' at position 5, expected an operator"),
+        (
+            "load less than 5",
+            "unexpected word 'less' at position 5, expected an operator",
+        ),
         ("load equals 5", "unexpected word 'equals'"),
         ("load > abc", "value 'abc' is not a number"),
         ("load > nan", "value 'nan' is not a finite number"),
@@ -659,13 +894,22 @@ fn metric_rejections() {
         ("load > .5", "Label value '.5' does not match the regex"),
         ("load > 5.", "Label value '5.' does not match the regex"),
         ("$$ > 1", "Label key '$$' does not match the regex"),
-        ("load > 5 6", "unexpected word '6' at position 9, expected the end"),
-        ("load >> 5", "unexpected operator '>' at position 6, expected a value after '>'"),
+        (
+            "load > 5 6",
+            "unexpected word '6' at position 9, expected the end",
+        ),
+        (
+            "load >> 5",
+            "unexpected operator '>' at position 6, expected a value after '>'",
+        ),
         ("load in (5)", "unexpected word 'in'"),
         ("load ! 5", "unexpected character '!' at position 5"),
         ("load\n> 5", "unexpected character '\\n' at position 4"),
         ("load > 5\n", "unexpected character '\\n' at position 8"),
-        ("(load) > 5", "unexpected character '(' at position 0, expected a metric name"),
+        (
+            "(load) > 5",
+            "unexpected character '(' at position 0, expected a metric name",
+        ),
         ("lo,ad > 5", "unexpected character ',' at position 2"),
         ("Ⅻ > 5", "Label key 'Ⅻ' does not match the regex"),
     ];
@@ -678,7 +922,10 @@ fn metric_rejections() {
             message.starts_with("Invalid metric constraint: "),
             "{text:?}: {message}"
         );
-        assert!(message.contains(expected), "{text:?}: {message:?} lacks {expected:?}");
+        assert!(
+            message.contains(expected),
+            "{text:?}: {message:?} lacks {expected:?}"
+        );
         assert_eq!(error.language(), ConstraintLanguage::Metric);
     }
 }
@@ -702,7 +949,10 @@ fn check_any_input(text: &str) {
         }
         Err(error) => {
             let message = error.to_string();
-            assert!(message.starts_with("Invalid label constraint: "), "{text:?}: {message}");
+            assert!(
+                message.starts_with("Invalid label constraint: "),
+                "{text:?}: {message}"
+            );
         }
     }
     match MetricConstraint::parse(text) {
@@ -713,7 +963,10 @@ fn check_any_input(text: &str) {
         }
         Err(error) => {
             let message = error.to_string();
-            assert!(message.starts_with("Invalid metric constraint: "), "{text:?}: {message}");
+            assert!(
+                message.starts_with("Invalid metric constraint: "),
+                "{text:?}: {message}"
+            );
         }
     }
 }
@@ -882,7 +1135,9 @@ fn number() -> impl Strategy<Value = String> {
         (1u32..100, -5i32..6).prop_map(|(m, e)| format!("{m}e{e}")),
         (0u32..100, 1u32..100).prop_map(|(a, b)| format!("{a}.{b}")),
     ]
-    .prop_filter("a valid label value", |text| validate_label_value(text).is_ok())
+    .prop_filter("a valid label value", |text| {
+        validate_label_value(text).is_ok()
+    })
 }
 
 const METRIC_SPELLINGS: &[(&[&str], MetricOperator)] = &[
@@ -922,18 +1177,20 @@ fn metric_constraint() -> impl Strategy<Value = (String, String, MetricOperator,
         prop::collection::vec("[ \t]{0,3}", 8),
         ("[ \t]{0,2}", "[ \t]{0,2}"),
     )
-        .prop_map(|(metric, (spelling, operator), value, blanks, (before, after))| {
-            let mut tokens = vec![metric.clone()];
-            tokens.extend(spelling.iter().map(|t| (*t).to_owned()));
-            tokens.push(value.clone());
-            let number: f64 = value.parse().unwrap();
-            (
-                join(&tokens, &blanks, (&before, &after)),
-                metric,
-                operator,
-                number,
-            )
-        })
+        .prop_map(
+            |(metric, (spelling, operator), value, blanks, (before, after))| {
+                let mut tokens = vec![metric.clone()];
+                tokens.extend(spelling.iter().map(|t| (*t).to_owned()));
+                tokens.push(value.clone());
+                let number: f64 = value.parse().unwrap();
+                (
+                    join(&tokens, &blanks, (&before, &after)),
+                    metric,
+                    operator,
+                    number,
+                )
+            },
+        )
 }
 
 fn reference_metric_match(operator: MetricOperator, metric: Option<f64>, value: f64) -> bool {

@@ -82,17 +82,20 @@ pub struct Role {
     pub rules: Vec<RoleRule>,
 }
 
-declare_kind!(Role, ROLE {
-    api: "core",
-    kind: "Role",
-    list_kind: "RoleList",
-    plural: "roles",
-    scope: Global,
-    key: "/core/roles/{name}",
-    immutable: [],
-    subresources: [],
-    status: none,
-});
+declare_kind!(
+    Role,
+    ROLE {
+        api: "core",
+        kind: "Role",
+        list_kind: "RoleList",
+        plural: "roles",
+        scope: Global,
+        key: "/core/roles/{name}",
+        immutable: [],
+        subresources: [],
+        status: none,
+    }
+);
 
 impl Role {
     /// A role with these rules.
@@ -129,17 +132,20 @@ pub struct RoleBinding {
     pub roles: Vec<String>,
 }
 
-declare_kind!(RoleBinding, ROLE_BINDING {
-    api: "core",
-    kind: "RoleBinding",
-    list_kind: "RoleBindingList",
-    plural: "rolebindings",
-    scope: Global,
-    key: "/core/rolebindings/{name}",
-    immutable: [],
-    subresources: [],
-    status: none,
-});
+declare_kind!(
+    RoleBinding,
+    ROLE_BINDING {
+        api: "core",
+        kind: "RoleBinding",
+        list_kind: "RoleBindingList",
+        plural: "rolebindings",
+        scope: Global,
+        key: "/core/rolebindings/{name}",
+        immutable: [],
+        subresources: [],
+        status: none,
+    }
+);
 
 impl RoleBinding {
     /// A binding of `roles` to `users`.
@@ -330,7 +336,9 @@ impl Validate for MetricsProviderSpec {
             MetricsProviderSpec::Static(_) => None,
         };
         if let Some(url) = url {
-            v.field(self.type_name(), |v| v.field("url", |v| validate_url(url, v)));
+            v.field(self.type_name(), |v| {
+                v.field("url", |v| validate_url(url, v))
+            });
         }
     }
 }

@@ -349,7 +349,13 @@ pub struct CloudBinding {
     pub cloud: ResourceRef,
 }
 
-declare_body!(CloudBinding, CLOUD_BINDING { api: "infrastructure", kind: "CloudBinding" });
+declare_body!(
+    CloudBinding,
+    CLOUD_BINDING {
+        api: "infrastructure",
+        kind: "CloudBinding"
+    }
+);
 
 impl CloudBinding {
     /// A binding to `cloud`.
@@ -364,6 +370,12 @@ impl CloudBinding {
 
 impl Validate for CloudBinding {
     fn validate(&self, v: &mut Validator) {
-        crate::registry::validate_type_meta(&self.api, &self.kind, "infrastructure", "CloudBinding", v);
+        crate::registry::validate_type_meta(
+            &self.api,
+            &self.kind,
+            "infrastructure",
+            "CloudBinding",
+            v,
+        );
     }
 }

@@ -1,12 +1,12 @@
 //! Every kind of Krake's four API groups.
 //!
-//! - [`core`]: `Role`, `RoleBinding`, `GlobalMetric`, `Metric`,
-//!   `GlobalMetricsProvider`, `MetricsProvider`;
-//! - [`kubernetes`]: `Application`, `Cluster` and the bodies `ClusterBinding`,
-//!   `Complete`, `Shutdown`;
-//! - [`infrastructure`]: `GlobalInfrastructureProvider`,
+//! - [`core`] holds `Role`, `RoleBinding`, `GlobalMetric`, `Metric`,
+//!   `GlobalMetricsProvider` and `MetricsProvider`;
+//! - [`kubernetes`] holds `Application`, `Cluster` and the bodies
+//!   `ClusterBinding`, `Complete` and `Shutdown`;
+//! - [`infrastructure`] holds `GlobalInfrastructureProvider`,
 //!   `InfrastructureProvider`, `GlobalCloud`, `Cloud` and `CloudBinding`;
-//! - [`openstack`]: `Project`, `MagnumCluster` and `MagnumClusterBinding`.
+//! - [`openstack`] holds `Project`, `MagnumCluster` and `MagnumClusterBinding`.
 
 pub mod core;
 pub mod infrastructure;

@@ -128,17 +128,20 @@ pub struct Project {
     pub status: ProjectStatus,
 }
 
-declare_kind!(Project, PROJECT {
-    api: "openstack",
-    kind: "Project",
-    list_kind: "ProjectList",
-    plural: "projects",
-    scope: Namespaced,
-    key: "/openstack/projects/{namespace}/{name}",
-    immutable: [],
-    subresources: [status_subresource!("projects/status")],
-    status: (ProjectStatus),
-});
+declare_kind!(
+    Project,
+    PROJECT {
+        api: "openstack",
+        kind: "Project",
+        list_kind: "ProjectList",
+        plural: "projects",
+        scope: Namespaced,
+        key: "/openstack/projects/{namespace}/{name}",
+        immutable: [],
+        subresources: [status_subresource!("projects/status")],
+        status: (ProjectStatus),
+    }
+);
 
 impl Project {
     /// A new project (status at its defaults).
@@ -195,7 +198,10 @@ pub struct MagnumClusterSpec {
 
 impl Validate for MagnumClusterSpec {
     fn validate(&self, v: &mut Validator) {
-        for (field, count) in [("master_count", self.master_count), ("node_count", self.node_count)] {
+        for (field, count) in [
+            ("master_count", self.master_count),
+            ("node_count", self.node_count),
+        ] {
             if count.is_some_and(|n| n < 1) {
                 v.field(field, |v| v.error("Must be greater than or equal to 1."));
             }
@@ -262,24 +268,27 @@ pub struct MagnumCluster {
     pub status: MagnumClusterStatus,
 }
 
-declare_kind!(MagnumCluster, MAGNUM_CLUSTER {
-    api: "openstack",
-    kind: "MagnumCluster",
-    list_kind: "MagnumClusterList",
-    plural: "magnumclusters",
-    scope: Namespaced,
-    key: "/openstack/magnumclusters/{namespace}/{name}",
-    immutable: ["spec.master_count", "status.template"],
-    subresources: [
-        status_subresource!("magnumclusters/status"),
-        SubresourceInfo {
-            operation: Subresource::Binding,
-            body: SubresourceBody::Body(&MAGNUM_CLUSTER_BINDING),
-            rbac_resource: "magnumclusters/binding",
-        },
-    ],
-    status: (MagnumClusterStatus),
-});
+declare_kind!(
+    MagnumCluster,
+    MAGNUM_CLUSTER {
+        api: "openstack",
+        kind: "MagnumCluster",
+        list_kind: "MagnumClusterList",
+        plural: "magnumclusters",
+        scope: Namespaced,
+        key: "/openstack/magnumclusters/{namespace}/{name}",
+        immutable: ["spec.master_count", "status.template"],
+        subresources: [
+            status_subresource!("magnumclusters/status"),
+            SubresourceInfo {
+                operation: Subresource::Binding,
+                body: SubresourceBody::Body(&MAGNUM_CLUSTER_BINDING),
+                rbac_resource: "magnumclusters/binding",
+            },
+        ],
+        status: (MagnumClusterStatus),
+    }
+);
 
 impl MagnumCluster {
     /// A new Magnum cluster (status at its defaults).
@@ -316,10 +325,13 @@ pub struct MagnumClusterBinding {
     pub template: String,
 }
 
-declare_body!(MagnumClusterBinding, MAGNUM_CLUSTER_BINDING {
-    api: "openstack",
-    kind: "MagnumClusterBinding",
-});
+declare_body!(
+    MagnumClusterBinding,
+    MAGNUM_CLUSTER_BINDING {
+        api: "openstack",
+        kind: "MagnumClusterBinding",
+    }
+);
 
 impl MagnumClusterBinding {
     /// A binding to `project` with `template`.

@@ -78,7 +78,11 @@ fn check(config: &Map<String, Value>) -> Result<(), String> {
         .ok_or_else(|| invalid(format!("Expected {inner_path}/cluster to be a string")))?;
     let clusters = list(config, "clusters")?;
     let cluster = with_name(clusters, cluster_name, "clusters")?;
-    key(cluster, "cluster", &format!("kube-config/clusters[name={cluster_name}]"))?;
+    key(
+        cluster,
+        "cluster",
+        &format!("kube-config/clusters[name={cluster_name}]"),
+    )?;
     let users = list(config, "users")?;
     if let Some(Value::String(user)) = inner.get("user") {
         with_name(users, user, "users")?;
@@ -101,7 +105,9 @@ mod tests {
     use serde_json::json;
 
     fn message(config: Value) -> Option<String> {
-        let Value::Object(config) = config else { panic!("not an object") };
+        let Value::Object(config) = config else {
+            panic!("not an object")
+        };
         check(&config).err()
     }
 
@@ -129,13 +135,17 @@ mod tests {
         config["current-context"] = json!("other");
         assert_eq!(
             message(config).as_deref(),
-            Some("Invalid kube-config file. Expected object with name other in kube-config/contexts list")
+            Some(
+                "Invalid kube-config file. Expected object with name other in kube-config/contexts list"
+            )
         );
         let mut config = good();
         config["contexts"][0]["context"]["cluster"] = json!("nope");
         assert_eq!(
             message(config).as_deref(),
-            Some("Invalid kube-config file. Expected object with name nope in kube-config/clusters list")
+            Some(
+                "Invalid kube-config file. Expected object with name nope in kube-config/clusters list"
+            )
         );
         let mut config = good();
         config.as_object_mut().unwrap().remove("users");
@@ -148,13 +158,28 @@ mod tests {
     #[test]
     fn requires_exactly_one_of_each() {
         let mut config = good();
-        config["contexts"].as_array_mut().unwrap().push(json!({"name": "x", "context": {"cluster": "c"}}));
-        assert_eq!(message(config).as_deref(), Some("Only one context is allowed"));
+        config["contexts"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "x", "context": {"cluster": "c"}}));
+        assert_eq!(
+            message(config).as_deref(),
+            Some("Only one context is allowed")
+        );
         let mut config = good();
-        config["users"].as_array_mut().unwrap().push(json!({"name": "v", "user": {}}));
+        config["users"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "v", "user": {}}));
         assert_eq!(message(config).as_deref(), Some("Only one user is allowed"));
         let mut config = good();
-        config["clusters"].as_array_mut().unwrap().push(json!({"name": "d", "cluster": {}}));
-        assert_eq!(message(config).as_deref(), Some("Only one cluster is allowed"));
+        config["clusters"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "d", "cluster": {}}));
+        assert_eq!(
+            message(config).as_deref(),
+            Some("Only one cluster is allowed")
+        );
     }
 }

@@ -189,7 +189,10 @@ pub fn validate_manifest(manifest: &[ManifestResource], v: &mut Validator) {
             .filter(|name| name.as_str() != Some(""));
         let suffix = match name {
             Some(Value::String(name)) => {
-                format!(" (metadata.name: {})", crate::validation::python_str_repr(name))
+                format!(
+                    " (metadata.name: {})",
+                    crate::validation::python_str_repr(name)
+                )
             }
             Some(other) => format!(" (metadata.name: {other})"),
             None => {
@@ -212,7 +215,9 @@ pub fn validate_manifest(manifest: &[ManifestResource], v: &mut Validator) {
 impl Validate for ApplicationSpec {
     fn validate(&self, v: &mut Validator) {
         v.field("manifest", |v| validate_manifest(&self.manifest, v));
-        v.field("tosca", |v| tosca::validate_application_tosca(&self.tosca, v));
+        v.field("tosca", |v| {
+            tosca::validate_application_tosca(&self.tosca, v)
+        });
         if let Some(csar) = &self.csar {
             v.field("csar", |v| {
                 if !(csar.ends_with(".csar") || csar.ends_with(".zip")) {
@@ -382,39 +387,42 @@ pub struct Application {
     pub status: ApplicationStatus,
 }
 
-declare_kind!(Application, APPLICATION {
-    api: "kubernetes",
-    kind: "Application",
-    list_kind: "ApplicationList",
-    plural: "applications",
-    scope: Namespaced,
-    key: "/kubernetes/applications/{namespace}/{name}",
-    immutable: [],
-    subresources: [
-        status_subresource!("applications/status"),
-        SubresourceInfo {
-            operation: Subresource::Binding,
-            body: SubresourceBody::Body(&CLUSTER_BINDING),
-            rbac_resource: "applications/binding",
-        },
-        SubresourceInfo {
-            operation: Subresource::Complete,
-            body: SubresourceBody::Body(&COMPLETE),
-            rbac_resource: "applications/complete",
-        },
-        SubresourceInfo {
-            operation: Subresource::Shutdown,
-            body: SubresourceBody::Body(&SHUTDOWN),
-            rbac_resource: "applications/shutdown",
-        },
-        SubresourceInfo {
-            operation: Subresource::Retry,
-            body: SubresourceBody::Empty,
-            rbac_resource: "applications/status",
-        },
-    ],
-    status: (ApplicationStatus),
-});
+declare_kind!(
+    Application,
+    APPLICATION {
+        api: "kubernetes",
+        kind: "Application",
+        list_kind: "ApplicationList",
+        plural: "applications",
+        scope: Namespaced,
+        key: "/kubernetes/applications/{namespace}/{name}",
+        immutable: [],
+        subresources: [
+            status_subresource!("applications/status"),
+            SubresourceInfo {
+                operation: Subresource::Binding,
+                body: SubresourceBody::Body(&CLUSTER_BINDING),
+                rbac_resource: "applications/binding",
+            },
+            SubresourceInfo {
+                operation: Subresource::Complete,
+                body: SubresourceBody::Body(&COMPLETE),
+                rbac_resource: "applications/complete",
+            },
+            SubresourceInfo {
+                operation: Subresource::Shutdown,
+                body: SubresourceBody::Body(&SHUTDOWN),
+                rbac_resource: "applications/shutdown",
+            },
+            SubresourceInfo {
+                operation: Subresource::Retry,
+                body: SubresourceBody::Empty,
+                rbac_resource: "applications/status",
+            },
+        ],
+        status: (ApplicationStatus),
+    }
+);
 
 impl Application {
     /// A new application (status at its defaults).
@@ -517,7 +525,9 @@ impl Validate for ClusterSpec {
         }
         v.nested("metrics", &self.metrics);
         if self.kubeconfig.is_empty() && self.tosca.is_empty() {
-            v.schema_error("The cluster should be defined by a kubeconfig file or a TOSCA template.");
+            v.schema_error(
+                "The cluster should be defined by a kubeconfig file or a TOSCA template.",
+            );
         }
     }
 }
@@ -661,24 +671,27 @@ pub struct Cluster {
     pub status: ClusterStatus,
 }
 
-declare_kind!(Cluster, CLUSTER {
-    api: "kubernetes",
-    kind: "Cluster",
-    list_kind: "ClusterList",
-    plural: "clusters",
-    scope: Namespaced,
-    key: "/kubernetes/clusters/{namespace}/{name}",
-    immutable: [],
-    subresources: [
-        status_subresource!("clusters/status"),
-        SubresourceInfo {
-            operation: Subresource::Binding,
-            body: SubresourceBody::Body(&crate::kinds::infrastructure::CLOUD_BINDING),
-            rbac_resource: "clusters/binding",
-        },
-    ],
-    status: (ClusterStatus),
-});
+declare_kind!(
+    Cluster,
+    CLUSTER {
+        api: "kubernetes",
+        kind: "Cluster",
+        list_kind: "ClusterList",
+        plural: "clusters",
+        scope: Namespaced,
+        key: "/kubernetes/clusters/{namespace}/{name}",
+        immutable: [],
+        subresources: [
+            status_subresource!("clusters/status"),
+            SubresourceInfo {
+                operation: Subresource::Binding,
+                body: SubresourceBody::Body(&crate::kinds::infrastructure::CLOUD_BINDING),
+                rbac_resource: "clusters/binding",
+            },
+        ],
+        status: (ClusterStatus),
+    }
+);
 
 impl Cluster {
     /// A new cluster (status at its defaults).
@@ -713,7 +726,13 @@ pub struct ClusterBinding {
     pub cluster: ResourceRef,
 }
 
-declare_body!(ClusterBinding, CLUSTER_BINDING { api: "kubernetes", kind: "ClusterBinding" });
+declare_body!(
+    ClusterBinding,
+    CLUSTER_BINDING {
+        api: "kubernetes",
+        kind: "ClusterBinding"
+    }
+);
 
 impl ClusterBinding {
     /// A binding to `cluster`.
@@ -728,7 +747,13 @@ impl ClusterBinding {
 
 impl Validate for ClusterBinding {
     fn validate(&self, v: &mut Validator) {
-        crate::registry::validate_type_meta(&self.api, &self.kind, "kubernetes", "ClusterBinding", v);
+        crate::registry::validate_type_meta(
+            &self.api,
+            &self.kind,
+            "kubernetes",
+            "ClusterBinding",
+            v,
+        );
     }
 }
 

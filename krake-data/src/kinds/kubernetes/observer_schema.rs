@@ -30,7 +30,10 @@ pub fn validate_observer_schema(
             v.error(message);
             continue;
         }
-        if !manifest.iter().any(|resource| same_resource(resource, entry)) {
+        if !manifest
+            .iter()
+            .any(|resource| same_resource(resource, entry))
+        {
             v.error("Observed resource must be in manifest");
         }
     }
@@ -152,7 +155,11 @@ mod tests {
         };
         let mut v = Validator::new();
         validate_observer_schema(&schema, &manifest, &mut v);
-        v.finish().errors().iter().map(|e| e.message.clone()).collect()
+        v.finish()
+            .errors()
+            .iter()
+            .map(|e| e.message.clone())
+            .collect()
     }
 
     #[test]
@@ -174,35 +181,81 @@ mod tests {
     #[test]
     fn reports_each_rule_with_krakes_message() {
         let base = |extra: Value| {
-            let mut entry = obj(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "echo"}}));
+            let mut entry =
+                obj(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "echo"}}));
             entry.extend(obj(extra));
             json!([entry])
         };
         let cases = [
-            (json!([{"kind": "Service", "metadata": {"name": "echo"}}]), "apiVersion is not defined"),
-            (json!([{"apiVersion": "v1", "metadata": {"name": "echo"}}]), "kind is not defined"),
-            (json!([{"apiVersion": "v1", "kind": "Service"}]), "metadata dictionary is not defined"),
-            (json!([{"apiVersion": "v1", "kind": "Service", "metadata": {}}]),
-                "name is not defined in the metadata dictionary"),
-            (base(json!({"spec": {"type": "x"}})), "Value of 'type' is not 'None'"),
-            (base(json!({"spec": {"ports": [null]}})), "Special list control dictionary not found"),
-            (base(json!({"spec": {"ports": [{"observer_schema_list_min_length": 1}]}})),
-                "Special list control dictionary malformed"),
-            (base(json!({"spec": {"ports": [{"observer_schema_list_min_length": "1", "observer_schema_list_max_length": 1}]}})),
-                "observer_schema_list_min_length should be an integer"),
-            (base(json!({"spec": {"ports": [{"observer_schema_list_min_length": -1, "observer_schema_list_max_length": 1}]}})),
-                "Invalid value for observer_schema_list_min_length"),
-            (base(json!({"spec": {"ports": [{"observer_schema_list_min_length": 2, "observer_schema_list_max_length": 1}]}})),
-                "observer_schema_list_max_length is inferior to observer_schema_list_min_length"),
-            (base(json!({"spec": {"ports": [null, null, {"observer_schema_list_min_length": 0, "observer_schema_list_max_length": 1}]}})),
-                "observer_schema_list_max_length is inferior to the number of observed elements"),
-            (base(json!({"spec": {"ports": [1, {"observer_schema_list_min_length": 0, "observer_schema_list_max_length": 1}]}})),
-                "Element of a list is not 'None'"),
-            (json!([{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "other"}}]),
-                "Observed resource must be in manifest"),
+            (
+                json!([{"kind": "Service", "metadata": {"name": "echo"}}]),
+                "apiVersion is not defined",
+            ),
+            (
+                json!([{"apiVersion": "v1", "metadata": {"name": "echo"}}]),
+                "kind is not defined",
+            ),
+            (
+                json!([{"apiVersion": "v1", "kind": "Service"}]),
+                "metadata dictionary is not defined",
+            ),
+            (
+                json!([{"apiVersion": "v1", "kind": "Service", "metadata": {}}]),
+                "name is not defined in the metadata dictionary",
+            ),
+            (
+                base(json!({"spec": {"type": "x"}})),
+                "Value of 'type' is not 'None'",
+            ),
+            (
+                base(json!({"spec": {"ports": [null]}})),
+                "Special list control dictionary not found",
+            ),
+            (
+                base(json!({"spec": {"ports": [{"observer_schema_list_min_length": 1}]}})),
+                "Special list control dictionary malformed",
+            ),
+            (
+                base(
+                    json!({"spec": {"ports": [{"observer_schema_list_min_length": "1", "observer_schema_list_max_length": 1}]}}),
+                ),
+                "observer_schema_list_min_length should be an integer",
+            ),
+            (
+                base(
+                    json!({"spec": {"ports": [{"observer_schema_list_min_length": -1, "observer_schema_list_max_length": 1}]}}),
+                ),
+                "Invalid value for observer_schema_list_min_length",
+            ),
+            (
+                base(
+                    json!({"spec": {"ports": [{"observer_schema_list_min_length": 2, "observer_schema_list_max_length": 1}]}}),
+                ),
+                "observer_schema_list_max_length is inferior to observer_schema_list_min_length",
+            ),
+            (
+                base(
+                    json!({"spec": {"ports": [null, null, {"observer_schema_list_min_length": 0, "observer_schema_list_max_length": 1}]}}),
+                ),
+                "observer_schema_list_max_length is inferior to the number of observed elements",
+            ),
+            (
+                base(
+                    json!({"spec": {"ports": [1, {"observer_schema_list_min_length": 0, "observer_schema_list_max_length": 1}]}}),
+                ),
+                "Element of a list is not 'None'",
+            ),
+            (
+                json!([{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "other"}}]),
+                "Observed resource must be in manifest",
+            ),
         ];
         for (schema, message) in cases {
-            assert_eq!(errors(schema.clone()), vec![message.to_owned()], "schema {schema}");
+            assert_eq!(
+                errors(schema.clone()),
+                vec![message.to_owned()],
+                "schema {schema}"
+            );
         }
     }
 }
