@@ -1,7 +1,132 @@
 //! Benchmarks of krake-rs (the `krake-benches` helper package, not published).
 //!
-//! The benchmarks live in this `benches/` directory as `[[bench]]` targets
-//! with `harness = false` declared in its `Cargo.toml`; run them with
-//! `cargo bench -p krake-benches`, or one with
-//! `cargo bench -p krake-benches --bench NAME`. This library itself is empty:
-//! it only gives the package a crate to hang these docs on.
+//! The benchmarks are `[[bench]]` targets with `harness = false` in this
+//! folder. Each measures an operation and a baseline in the same process and
+//! reports both throughputs and their ratio:
+//!
+//! ```text
+//! cargo bench -p krake-benches               # all of them
+//! cargo bench -p krake-benches --bench model # one
+//! ```
+//!
+//! Under `cargo test` or `cargo nextest` the same binaries run every
+//! measurement for a few iterations only, so the benchmarks stay compiled and
+//! working without slowing the test suite down. This library holds the small
+//! timing harness they share.
+
+pub mod model_suite;
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+/// How a benchmark binary was started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `cargo bench`: measure for real.
+    Bench,
+    /// `cargo test`: run every measurement briefly, as a smoke test.
+    Smoke,
+    /// `cargo nextest` asking for the list of tests: there are none.
+    List,
+}
+
+impl Mode {
+    /// The mode from the command line (`--bench` is passed by `cargo bench`,
+    /// `--list` by test runners enumerating tests).
+    pub fn from_args() -> Self {
+        let args: Vec<String> = std::env::args().collect();
+        if args.iter().any(|a| a == "--list") {
+            Mode::List
+        } else if args.iter().any(|a| a == "--bench") {
+            Mode::Bench
+        } else {
+            Mode::Smoke
+        }
+    }
+
+    /// How long one measurement runs in this mode.
+    pub fn budget(self) -> Duration {
+        match self {
+            Mode::Bench => Duration::from_secs(2),
+            Mode::Smoke | Mode::List => Duration::from_millis(20),
+        }
+    }
+}
+
+/// The result of one measurement.
+#[derive(Debug, Clone, Copy)]
+pub struct Throughput {
+    /// Operations completed.
+    pub operations: u64,
+    /// Time they took.
+    pub elapsed: Duration,
+}
+
+impl Throughput {
+    /// Operations per second.
+    pub fn per_second(&self) -> f64 {
+        self.operations as f64 / self.elapsed.as_secs_f64().max(f64::MIN_POSITIVE)
+    }
+
+    /// Mean time of one operation, in microseconds.
+    pub fn micros_per_op(&self) -> f64 {
+        self.elapsed.as_secs_f64() * 1e6 / self.operations.max(1) as f64
+    }
+}
+
+/// Runs `operation` repeatedly for the mode's time budget (after a short
+/// warm-up) and returns how many runs completed.
+pub fn measure<T>(mode: Mode, mut operation: impl FnMut() -> T) -> Throughput {
+    for _ in 0..10 {
+        black_box(operation());
+    }
+    let budget = mode.budget();
+    let start = Instant::now();
+    let mut operations = 0u64;
+    // Check the clock every few runs so that timing stays cheap.
+    while start.elapsed() < budget {
+        for _ in 0..16 {
+            black_box(operation());
+        }
+        operations += 16;
+    }
+    Throughput {
+        operations,
+        elapsed: start.elapsed(),
+    }
+}
+
+/// Prints one comparison: the operation, its baseline, both throughputs and
+/// the ratio (operation / baseline).
+pub fn report(name: &str, measured: Throughput, baseline_name: &str, baseline: Throughput) {
+    println!(
+        "{name}: {:.0} ops/s ({:.2} us/op) | baseline {baseline_name}: {:.0} ops/s ({:.2} us/op) | ratio {:.3}",
+        measured.per_second(),
+        measured.micros_per_op(),
+        baseline.per_second(),
+        baseline.micros_per_op(),
+        measured.per_second() / baseline.per_second(),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every suite runs (briefly) under the test runner, so a broken benchmark
+    /// fails the tests rather than the next `cargo bench`.
+    #[test]
+    fn model_suite_runs() {
+        model_suite::run(Mode::Smoke);
+    }
+
+    #[test]
+    fn throughput_arithmetic() {
+        let t = Throughput {
+            operations: 1000,
+            elapsed: Duration::from_millis(500),
+        };
+        assert!((t.per_second() - 2000.0).abs() < 1e-9);
+        assert!((t.micros_per_op() - 500.0).abs() < 1e-9);
+    }
+}

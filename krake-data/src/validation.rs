@@ -473,6 +473,10 @@ pub fn from_value<T: DeserializeOwned + Validate>(value: Value) -> Result<T, Val
 /// Reads `T` from a JSON value without running its [`Validate`] rules,
 /// reporting a type error with its path and marshmallow's wording.
 pub fn deserialize_value<T: DeserializeOwned>(value: Value) -> Result<T, ValidationErrors> {
+    // Fast path: most bodies are valid, and tracking the path costs time.
+    if let Ok(parsed) = T::deserialize(&value) {
+        return Ok(parsed);
+    }
     serde_path_to_error::deserialize(value).map_err(|err| {
         let mut path = FieldPath::root();
         for segment in err.path().iter() {
