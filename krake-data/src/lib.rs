@@ -6,7 +6,7 @@
 //!
 //! - [`kinds`]: the 14 persistent kinds and the sub-operation bodies;
 //! - [`metadata`]: [`Metadata`], [`ResourceRef`], naming and label rules;
-//! - [`registry`]: [`KindInfo`](registry::KindInfo) for every kind (paths,
+//! - [`registry`]: [`KindInfo`] for every kind (paths,
 //!   store keys, sub-operations, field markers, type-erased parsing and JSON
 //!   Schema) and the typed [`Resource`] trait;
 //! - [`constraints`]: [`LabelConstraint`] and [`MetricConstraint`];

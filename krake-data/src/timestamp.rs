@@ -45,10 +45,24 @@ impl Timestamp {
     pub fn as_datetime(&self) -> &DateTime<Utc> {
         &self.0
     }
+}
 
-    /// The time `duration` later (saturating at the end of the representable range).
-    pub fn add(&self, duration: chrono::TimeDelta) -> Self {
+impl std::ops::Add<chrono::TimeDelta> for Timestamp {
+    type Output = Timestamp;
+
+    /// The time `duration` later; unchanged if that is beyond the
+    /// representable range.
+    fn add(self, duration: chrono::TimeDelta) -> Timestamp {
         Timestamp(self.0.checked_add_signed(duration).unwrap_or(self.0))
+    }
+}
+
+impl std::ops::Sub for Timestamp {
+    type Output = chrono::TimeDelta;
+
+    /// The time between two timestamps.
+    fn sub(self, earlier: Timestamp) -> chrono::TimeDelta {
+        self.0.signed_duration_since(earlier.0)
     }
 }
 
@@ -157,6 +171,16 @@ mod tests {
         let err = "yesterday".parse::<Timestamp>().unwrap_err();
         assert_eq!(err.to_string(), "not a valid datetime: \"yesterday\"");
         assert!(serde_json::from_str::<Timestamp>("12").is_err());
+    }
+
+    #[test]
+    fn arithmetic() {
+        let t: Timestamp = "2026-11-23T00:00:00+00:00".parse().unwrap();
+        let later = t + chrono::TimeDelta::seconds(90);
+        assert_eq!(later.to_string(), "2026-11-23T00:01:30+00:00");
+        assert_eq!(later - t, chrono::TimeDelta::seconds(90));
+        assert!(later > t);
+        assert_eq!(t.as_unix_seconds(), 1_795_392_000.0);
     }
 
     #[test]

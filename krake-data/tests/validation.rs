@@ -562,3 +562,44 @@ fn non_object_bodies_are_rejected() {
         assert!(!errors.is_empty(), "{body} accepted");
     }
 }
+
+#[test]
+fn custom_resource_names_are_checked_and_matched() {
+    let spec = json!({"manifest": manifest(), "constraints": {"cluster": {"custom_resources": ["crontabs.stable.example.com", "crontab"]}}});
+    let errors = create_err("kubernetes", "applications", app(spec));
+    let messages = errors.messages_at("spec.constraints.cluster.custom_resources.1");
+    assert_eq!(messages.len(), 1, "{errors}");
+    assert!(
+        messages[0].starts_with("Invalid custom resource 'crontab'"),
+        "{}",
+        messages[0]
+    );
+
+    let body = json!({"metadata": {"name": "c"}, "spec": {"kubeconfig": kubeconfig(), "custom_resources": ["Bad"], "constraints": {"cloud": {}}}});
+    let errors = create_err("kubernetes", "clusters", body);
+    assert_eq!(
+        errors.messages_at("spec.custom_resources.0").len(),
+        1,
+        "{errors}"
+    );
+
+    // Evaluation of all three constraint kinds together.
+    let constraints: krake_data::kinds::kubernetes::ClusterConstraints =
+        serde_json::from_value(json!({
+            "labels": ["location in (DE, AT)"], "metrics": ["load < 0.5"],
+            "custom_resources": ["crontabs.stable.example.com"],
+        }))
+        .unwrap();
+    let mut labels = krake_data::metadata::Labels::new();
+    labels.insert("location".into(), "AT".into());
+    let crds = vec!["crontabs.stable.example.com".to_owned()];
+    let load = |value: f64| move |name: &str| (name == "load").then_some(value);
+    assert!(constraints.matches(&labels, load(0.2), &crds));
+    assert!(!constraints.matches(&labels, load(0.7), &crds));
+    assert!(!constraints.matches(&labels, |_| None, &crds));
+    assert!(!constraints.matches(&labels, load(0.2), &[]));
+    assert!(!constraints.matches(&krake_data::metadata::Labels::new(), load(0.2), &crds));
+    // No constraints match everything.
+    let none = krake_data::kinds::kubernetes::ClusterConstraints::default();
+    assert!(none.matches(&krake_data::metadata::Labels::new(), |_| None, &[]));
+}

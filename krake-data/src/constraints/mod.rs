@@ -47,12 +47,14 @@
 //! );
 //! ```
 
+mod custom_resource;
 mod label;
 mod lexer;
 mod metric;
 
 use std::fmt;
 
+pub use custom_resource::{custom_resources_match, validate_custom_resource};
 pub use label::{LabelConstraint, LabelOperator};
 pub use metric::{MetricConstraint, MetricOperator, MetricValues};
 

@@ -212,9 +212,51 @@ pub fn validate_manifest(manifest: &[ManifestResource], v: &mut Validator) {
     }
 }
 
+/// Reports every custom resource name that is not `<plural>.<group>`.
+fn validate_custom_resources(names: &[String], v: &mut Validator) {
+    for (index, name) in names.iter().enumerate() {
+        if let Err(message) = crate::constraints::validate_custom_resource(name) {
+            v.item(index, |v| v.error(message));
+        }
+    }
+}
+
+impl ClusterConstraints {
+    /// True if a cluster with these labels, metrics and custom resources
+    /// satisfies every constraint (null or empty lists match everything; a
+    /// missing label or metric never matches).
+    pub fn matches(
+        &self,
+        labels: &crate::metadata::Labels,
+        metrics: impl Fn(&str) -> Option<f64>,
+        custom_resources: &[String],
+    ) -> bool {
+        let labels_match = self
+            .labels
+            .iter()
+            .flatten()
+            .all(|constraint| constraint.matches(labels));
+        let metrics_match = self
+            .metrics
+            .iter()
+            .flatten()
+            .all(|constraint| constraint.matches_with(&metrics));
+        labels_match
+            && metrics_match
+            && crate::constraints::custom_resources_match(&self.custom_resources, custom_resources)
+    }
+}
+
 impl Validate for ApplicationSpec {
     fn validate(&self, v: &mut Validator) {
         v.field("manifest", |v| validate_manifest(&self.manifest, v));
+        v.field("constraints", |v| {
+            v.field("cluster", |v| {
+                v.field("custom_resources", |v| {
+                    validate_custom_resources(&self.constraints.cluster.custom_resources, v)
+                })
+            })
+        });
         v.field("tosca", |v| {
             tosca::validate_application_tosca(&self.tosca, v)
         });
@@ -523,6 +565,9 @@ impl Validate for ClusterSpec {
         if !self.tosca.is_empty() {
             v.field("tosca", |v| tosca::validate_cluster_tosca(&self.tosca, v));
         }
+        v.field("custom_resources", |v| {
+            validate_custom_resources(&self.custom_resources, v)
+        });
         v.nested("metrics", &self.metrics);
         if self.kubeconfig.is_empty() && self.tosca.is_empty() {
             v.schema_error(
