@@ -4,7 +4,7 @@ use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::declare_kind;
+use super::{declare_kind, spec_kind};
 use crate::metadata::Metadata;
 use crate::registry::{Resource, validate_type_meta};
 use crate::tagged_container;
@@ -217,61 +217,32 @@ impl Validate for MetricSpec {
     }
 }
 
-macro_rules! metric_kind {
-    ($(#[$doc:meta])* $ty:ident, $info:ident, $kind:literal, $list:literal, $plural:literal, $scope:ident, $key:literal, $default_api:literal, $default_kind:literal) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-        pub struct $ty {
-            /// Always `core`.
-            #[serde(default = $default_api)]
-            pub api: String,
-            #[doc = concat!("Always `", $kind, "`.")]
-            #[serde(default = $default_kind)]
-            pub kind: String,
-            /// Metadata.
-            pub metadata: Metadata,
-            /// The metric.
-            pub spec: MetricSpec,
-        }
-
-        declare_kind!($ty, $info {
-            api: "core",
-            kind: $kind,
-            list_kind: $list,
-            plural: $plural,
-            scope: $scope,
-            key: $key,
-            immutable: [],
-            subresources: [],
-            status: none,
-        });
-
-        impl $ty {
-            /// An object with this spec.
-            pub fn new(metadata: Metadata, spec: MetricSpec) -> Self {
-                $ty { api: Self::default_api(), kind: Self::default_kind(), metadata, spec }
-            }
-        }
-
-        impl Validate for $ty {
-            fn validate(&self, v: &mut Validator) {
-                validate_object::<Self>(&self.api, &self.kind, &self.metadata, v);
-                v.nested("spec", &self.spec);
-            }
-        }
-    };
-}
-
-metric_kind!(
+spec_kind! {
     /// A metric usable by resources in every namespace.
-    GlobalMetric, GLOBAL_METRIC, "GlobalMetric", "GlobalMetricList", "globalmetrics", Global,
-    "/core/globalmetrics/{name}", "GlobalMetric::default_api", "GlobalMetric::default_kind"
-);
-metric_kind!(
+    GlobalMetric, GLOBAL_METRIC {
+        api: "core",
+        kind: "GlobalMetric",
+        list_kind: "GlobalMetricList",
+        plural: "globalmetrics",
+        scope: Global,
+        key: "/core/globalmetrics/{name}",
+        spec: MetricSpec,
+        serde_defaults: ("GlobalMetric::default_api", "GlobalMetric::default_kind"),
+    }
+}
+spec_kind! {
     /// A metric usable by resources of its namespace.
-    Metric, METRIC, "Metric", "MetricList", "metrics", Namespaced,
-    "/core/metrics/{namespace}/{name}", "Metric::default_api", "Metric::default_kind"
-);
+    Metric, METRIC {
+        api: "core",
+        kind: "Metric",
+        list_kind: "MetricList",
+        plural: "metrics",
+        scope: Namespaced,
+        key: "/core/metrics/{namespace}/{name}",
+        spec: MetricSpec,
+        serde_defaults: ("Metric::default_api", "Metric::default_kind"),
+    }
+}
 
 /// A Prometheus server, queried at `{url}/api/v1/query`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -354,64 +325,32 @@ pub(crate) fn validate_url(url: &str, v: &mut Validator) {
     }
 }
 
-macro_rules! metrics_provider_kind {
-    ($(#[$doc:meta])* $ty:ident, $info:ident, $kind:literal, $list:literal, $plural:literal, $scope:ident, $key:literal, $default_api:literal, $default_kind:literal) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-        pub struct $ty {
-            /// Always `core`.
-            #[serde(default = $default_api)]
-            pub api: String,
-            #[doc = concat!("Always `", $kind, "`.")]
-            #[serde(default = $default_kind)]
-            pub kind: String,
-            /// Metadata.
-            pub metadata: Metadata,
-            /// The backend.
-            pub spec: MetricsProviderSpec,
-        }
-
-        declare_kind!($ty, $info {
-            api: "core",
-            kind: $kind,
-            list_kind: $list,
-            plural: $plural,
-            scope: $scope,
-            key: $key,
-            immutable: [],
-            subresources: [],
-            status: none,
-        });
-
-        impl $ty {
-            /// An object with this spec.
-            pub fn new(metadata: Metadata, spec: MetricsProviderSpec) -> Self {
-                $ty { api: Self::default_api(), kind: Self::default_kind(), metadata, spec }
-            }
-        }
-
-        impl Validate for $ty {
-            fn validate(&self, v: &mut Validator) {
-                validate_object::<Self>(&self.api, &self.kind, &self.metadata, v);
-                v.nested("spec", &self.spec);
-            }
-        }
-    };
-}
-
-metrics_provider_kind!(
+spec_kind! {
     /// A metrics provider usable by global metrics and every namespace.
-    GlobalMetricsProvider, GLOBAL_METRICS_PROVIDER, "GlobalMetricsProvider",
-    "GlobalMetricsProviderList", "globalmetricsproviders", Global,
-    "/core/globalmetricsproviders/{name}", "GlobalMetricsProvider::default_api",
-    "GlobalMetricsProvider::default_kind"
-);
-metrics_provider_kind!(
+    GlobalMetricsProvider, GLOBAL_METRICS_PROVIDER {
+        api: "core",
+        kind: "GlobalMetricsProvider",
+        list_kind: "GlobalMetricsProviderList",
+        plural: "globalmetricsproviders",
+        scope: Global,
+        key: "/core/globalmetricsproviders/{name}",
+        spec: MetricsProviderSpec,
+        serde_defaults: ("GlobalMetricsProvider::default_api", "GlobalMetricsProvider::default_kind"),
+    }
+}
+spec_kind! {
     /// A metrics provider usable by the metrics of its namespace.
-    MetricsProvider, METRICS_PROVIDER, "MetricsProvider", "MetricsProviderList",
-    "metricsproviders", Namespaced, "/core/metricsproviders/{namespace}/{name}",
-    "MetricsProvider::default_api", "MetricsProvider::default_kind"
-);
+    MetricsProvider, METRICS_PROVIDER {
+        api: "core",
+        kind: "MetricsProvider",
+        list_kind: "MetricsProviderList",
+        plural: "metricsproviders",
+        scope: Namespaced,
+        key: "/core/metricsproviders/{namespace}/{name}",
+        spec: MetricsProviderSpec,
+        serde_defaults: ("MetricsProvider::default_api", "MetricsProvider::default_kind"),
+    }
+}
 
 /// A reference from a cluster, cloud or project to a metric, with its weight
 /// in scheduling.

@@ -6,7 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::core::{MetricRef, validate_object, validate_url};
-use super::{declare_body, declare_kind, status_subresource};
+use super::{declare_body, declare_kind, spec_kind, status_subresource};
 use crate::metadata::{Metadata, ResourceRef};
 use crate::reason::Reason;
 use crate::tagged_container;
@@ -54,65 +54,32 @@ impl Validate for InfrastructureProviderSpec {
     }
 }
 
-macro_rules! provider_kind {
-    ($(#[$doc:meta])* $ty:ident, $info:ident, $kind:literal, $list:literal, $plural:literal, $scope:ident, $key:literal, $default_api:literal, $default_kind:literal) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-        pub struct $ty {
-            /// Always `infrastructure`.
-            #[serde(default = $default_api)]
-            pub api: String,
-            #[doc = concat!("Always `", $kind, "`.")]
-            #[serde(default = $default_kind)]
-            pub kind: String,
-            /// Metadata.
-            pub metadata: Metadata,
-            /// The backend.
-            pub spec: InfrastructureProviderSpec,
-        }
-
-        declare_kind!($ty, $info {
-            api: "infrastructure",
-            kind: $kind,
-            list_kind: $list,
-            plural: $plural,
-            scope: $scope,
-            key: $key,
-            immutable: [],
-            subresources: [],
-            status: none,
-        });
-
-        impl $ty {
-            /// An object with this spec.
-            pub fn new(metadata: Metadata, spec: InfrastructureProviderSpec) -> Self {
-                $ty { api: Self::default_api(), kind: Self::default_kind(), metadata, spec }
-            }
-        }
-
-        impl Validate for $ty {
-            fn validate(&self, v: &mut Validator) {
-                validate_object::<Self>(&self.api, &self.kind, &self.metadata, v);
-                v.nested("spec", &self.spec);
-            }
-        }
-    };
-}
-
-provider_kind!(
+spec_kind! {
     /// An infrastructure provider usable by every cloud.
-    GlobalInfrastructureProvider, GLOBAL_INFRASTRUCTURE_PROVIDER, "GlobalInfrastructureProvider",
-    "GlobalInfrastructureProviderList", "globalinfrastructureproviders", Global,
-    "/infrastructure/globalinfrastructureproviders/{name}",
-    "GlobalInfrastructureProvider::default_api", "GlobalInfrastructureProvider::default_kind"
-);
-provider_kind!(
+    GlobalInfrastructureProvider, GLOBAL_INFRASTRUCTURE_PROVIDER {
+        api: "infrastructure",
+        kind: "GlobalInfrastructureProvider",
+        list_kind: "GlobalInfrastructureProviderList",
+        plural: "globalinfrastructureproviders",
+        scope: Global,
+        key: "/infrastructure/globalinfrastructureproviders/{name}",
+        spec: InfrastructureProviderSpec,
+        serde_defaults: ("GlobalInfrastructureProvider::default_api", "GlobalInfrastructureProvider::default_kind"),
+    }
+}
+spec_kind! {
     /// An infrastructure provider usable by the clouds of its namespace.
-    InfrastructureProvider, INFRASTRUCTURE_PROVIDER, "InfrastructureProvider",
-    "InfrastructureProviderList", "infrastructureproviders", Namespaced,
-    "/infrastructure/infrastructureproviders/{namespace}/{name}",
-    "InfrastructureProvider::default_api", "InfrastructureProvider::default_kind"
-);
+    InfrastructureProvider, INFRASTRUCTURE_PROVIDER {
+        api: "infrastructure",
+        kind: "InfrastructureProvider",
+        list_kind: "InfrastructureProviderList",
+        plural: "infrastructureproviders",
+        scope: Namespaced,
+        key: "/infrastructure/infrastructureproviders/{namespace}/{name}",
+        spec: InfrastructureProviderSpec,
+        serde_defaults: ("InfrastructureProvider::default_api", "InfrastructureProvider::default_kind"),
+    }
+}
 
 /// The OpenStack user of password authentication.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

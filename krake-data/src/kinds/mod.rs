@@ -92,6 +92,66 @@ macro_rules! declare_kind {
     };
 }
 
+/// Declares a kind made of `api`, `kind`, `metadata` and a `spec` of type
+/// `$spec` (no status): the struct, its registry entry, a constructor and its
+/// validation (type meta, metadata, spec).
+macro_rules! spec_kind {
+    (
+        $(#[$doc:meta])*
+        $ty:ident, $info:ident {
+            api: $api:literal,
+            kind: $kind:literal,
+            list_kind: $list:literal,
+            plural: $plural:literal,
+            scope: $scope:ident,
+            key: $key:literal,
+            spec: $spec:ty,
+            serde_defaults: ($default_api:literal, $default_kind:literal) $(,)?
+        }
+    ) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+        pub struct $ty {
+            #[doc = concat!("Always `", $api, "`.")]
+            #[serde(default = $default_api)]
+            pub api: String,
+            #[doc = concat!("Always `", $kind, "`.")]
+            #[serde(default = $default_kind)]
+            pub kind: String,
+            /// Metadata.
+            pub metadata: $crate::metadata::Metadata,
+            /// Desired state.
+            pub spec: $spec,
+        }
+
+        declare_kind!($ty, $info {
+            api: $api,
+            kind: $kind,
+            list_kind: $list,
+            plural: $plural,
+            scope: $scope,
+            key: $key,
+            immutable: [],
+            subresources: [],
+            status: none,
+        });
+
+        impl $ty {
+            /// An object with this spec.
+            pub fn new(metadata: $crate::metadata::Metadata, spec: $spec) -> Self {
+                $ty { api: Self::default_api(), kind: Self::default_kind(), metadata, spec }
+            }
+        }
+
+        impl $crate::validation::Validate for $ty {
+            fn validate(&self, v: &mut $crate::validation::Validator) {
+                $crate::kinds::core::validate_object::<Self>(&self.api, &self.kind, &self.metadata, v);
+                v.nested("spec", &self.spec);
+            }
+        }
+    };
+}
+
 /// Declares a request-only body kind's registry entry and its `api`/`kind` defaults.
 macro_rules! declare_body {
     ($ty:ident, $info:ident { api: $api:literal, kind: $kind:literal $(,)? }) => {
@@ -130,4 +190,5 @@ macro_rules! status_subresource {
 
 use declare_body;
 use declare_kind;
+use spec_kind;
 use status_subresource;
