@@ -3,8 +3,10 @@
 # file, do not run it.
 #
 #   ensure_debian_package <command> <package>
+#   ensure_protoc
 #
-# does nothing (and prints nothing) when <command> is already there;
+# does nothing (and prints nothing) when <command> is already there (a
+# <command> starting with / is a file that must exist);
 # otherwise it installs the Debian package <package> with apt-get, running
 # `apt-get update` once per script run first.
 
@@ -27,6 +29,10 @@ _krake_as_root() {
 # directory appended to PATH, so later steps and tests find it too.
 _krake_find_command() {
   local cmd=$1 dir
+  if [[ $cmd == /* ]]; then
+    [[ -e $cmd ]]
+    return
+  fi
   command -v "$cmd" >/dev/null 2>&1 && return 0
   for dir in /usr/bin /usr/sbin /usr/local/bin /usr/local/sbin; do
     if [[ -x $dir/$cmd ]]; then
@@ -63,4 +69,11 @@ ensure_debian_package() {
     echo "deps: installed '$pkg' but '$cmd' is still not found" >&2
     return 1
   fi
+}
+
+# ensure_protoc: protoc and the well-known .proto files etcd-client's build
+# script imports (google/protobuf/descriptor.proto, struct.proto).
+ensure_protoc() {
+  ensure_debian_package protoc protobuf-compiler
+  ensure_debian_package /usr/include/google/protobuf/descriptor.proto libprotobuf-dev
 }

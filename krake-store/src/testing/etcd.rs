@@ -1,0 +1,1 @@
+//! A real etcd process for tests (being written).
