@@ -1,50 +1,55 @@
-//! The REST API of krake-rs, as a library: Krake 1.0.1's HTTP routes over
-//! pluggable stores.
+//! The Krake REST API as a library.
 //!
-//! **Not built yet.** This crate is a skeleton. The roadmap fills it in two
-//! steps:
+//! [`router`] serves Krake 1.0.1's REST API over any [`Store`](krake_store::Store):
+//! every route of every kind in the [kind registry](krake_data::registry),
+//! generated from it (one generic handler set), with Krake's status codes,
+//! problem bodies and watch streams, so an unchanged Krake client cannot tell
+//! it from Krake's own server. Beyond Krake, and ignored by Krake clients:
+//! `metadata.resource_version` with conditional updates, watch resume,
+//! label selectors, pagination, `/openapi.json`, `/metrics`, `/healthz` and
+//! `/readyz`.
 //!
-//! 1. *REST API + stores*: the routes of Krake 1.0.1's `core`, `kubernetes`,
-//!    `infrastructure` and `openstack` APIs (create, read, list, update,
-//!    update of the status and other subresources, delete, watch),
-//!    wire-compatible with Krake's JSON, over a store trait with an embedded
-//!    implementation and an etcd one.
-//! 2. *auth/RBAC/TLS*: authentication, Krake's role-based access control and
-//!    TLS with client certificates.
-//!
-//! The resources it serves, their validation and their JSON Schemas already
-//! exist in [`krake_data`], the crate this one builds on. `krake-server` is
-//! the binary that will run this API.
+//! The store is reached only through the [`Store`](krake_store::Store)
+//! trait ([`krake_store`] is re-exported as [`store`]); watches share one
+//! store watch per kind through the [`watch_hub`].
 //!
 //! # Example
 //!
-//! The objects this API will store are [`krake_data`] values, such as their
-//! metadata:
-//!
 //! ```
-//! use krake_data::metadata::{Metadata, validate_label_key};
+//! # #[cfg(feature = "embedded")]
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use krake_api::{ApiConfig, ApiState, router};
+//! use krake_api::store::embedded::EmbeddedStore;
 //!
-//! let mut metadata = Metadata::named("my-app");
-//! metadata.labels.insert("location".into(), "DE".into());
-//! assert!(metadata.labels.keys().all(|key| validate_label_key(key).is_ok()));
-//! assert!(!krake_api::VERSION.is_empty());
+//! let dir = tempfile::tempdir()?;
+//! let store = Arc::new(EmbeddedStore::open(dir.path().join("krake.redb"))?);
+//! let state = ApiState::new(store, ApiConfig::default());
+//! let app = router(state.clone());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! # let _ = (app, listener);
+//! // axum::serve(listener, app).with_graceful_shutdown(...).await?;
+//! state.shutdown(); // ends watch streams
+//! # Ok(())
+//! # }
 //! ```
 
-/// The version of this crate (`CARGO_PKG_VERSION`), the same for every crate
-/// of the krake-rs workspace.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub mod auth;
+pub mod config;
+pub mod handlers;
+pub mod metrics;
+pub mod object;
+pub mod openapi;
+pub mod pagination;
+pub mod problem;
+pub mod routes;
+pub mod selector;
+pub mod state;
+pub mod watch_hub;
 
-#[cfg(test)]
-mod tests {
-    use super::VERSION;
+pub use krake_store as store;
 
-    #[test]
-    fn version_is_the_package_version() {
-        let parts: Vec<&str> = VERSION.split('.').collect();
-        assert_eq!(parts.len(), 3, "{VERSION}");
-        assert!(
-            parts.iter().all(|part| part.parse::<u64>().is_ok()),
-            "{VERSION}"
-        );
-    }
-}
+pub use config::{ApiConfig, AuthenticationConfig, AuthorizationMode};
+pub use problem::{ApiError, Problem};
+pub use routes::router;
+pub use state::ApiState;

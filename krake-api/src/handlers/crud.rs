@@ -1,0 +1,341 @@
+//! Create, read, list, update and delete, for every kind.
+
+use std::collections::HashMap;
+
+use axum::Extension;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use krake_data::Timestamp;
+use krake_data::kinds::core::Verb;
+use krake_data::metadata::CASCADE_DELETION_FINALIZER;
+use krake_data::registry::{ParseMode, READONLY_FIELDS};
+use krake_store::{ListOptions, StoreError};
+use serde_json::{Map, Value};
+
+use super::transaction::{Change, read_modify_write};
+use super::{KindRef, Target, flag, int_param, parse_json, watch};
+use crate::auth::User;
+use crate::object;
+use crate::pagination::ContinueToken;
+use crate::problem::ApiError;
+use crate::selector::LabelSelector;
+use crate::state::ApiState;
+
+type Params = Path<HashMap<String, String>>;
+type QueryMap = Query<HashMap<String, String>>;
+
+/// `POST` a new object.
+pub async fn create(
+    State(state): State<ApiState>,
+    Extension(KindRef(kind)): Extension<KindRef>,
+    Extension(user): Extension<User>,
+    Path(params): Params,
+    Query(query): QueryMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let target = Target::new(kind, &params);
+    target.authorize(&state, &user, kind.plural, Verb::Create)?;
+    let body = parse_json(&body)?;
+    let mut object = kind.parse(body, ParseMode::Create)?;
+    let now = object::timestamp(Timestamp::now());
+    let metadata = object::metadata_mut(&mut object);
+    if kind.is_namespaced() {
+        metadata.insert(
+            "namespace".to_owned(),
+            target
+                .namespace
+                .clone()
+                .map(Value::String)
+                .unwrap_or(Value::Null),
+        );
+    }
+    metadata.insert(
+        "uid".to_owned(),
+        Value::String(uuid::Uuid::new_v4().to_string()),
+    );
+    metadata.insert("created".to_owned(), now.clone());
+    metadata.insert("modified".to_owned(), now);
+    let name = metadata
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let target = Target {
+        name: Some(name),
+        ..target
+    };
+    let key = target.key()?;
+    let revision = match state.store().create(&key, object::encode(&object)?).await {
+        Ok(revision) => revision,
+        Err(StoreError::AlreadyExists { .. }) => {
+            return Err(ApiError::already_exists(
+                kind.kind,
+                target.ns(),
+                target.name(),
+            ));
+        }
+        Err(err) => return Err(err.into()),
+    };
+    object::set_resource_version(&mut object, revision);
+    if let Some(wanted) = watch::blocking_state(kind, &query) {
+        let object = watch::wait_for(&state, &target, revision, object, &wanted).await?;
+        return Ok(Json(object).into_response());
+    }
+    Ok(Json(object).into_response())
+}
+
+/// `GET` one object.
+pub async fn read(
+    State(state): State<ApiState>,
+    Extension(KindRef(kind)): Extension<KindRef>,
+    Extension(user): Extension<User>,
+    Path(params): Params,
+) -> Result<Response, ApiError> {
+    let target = Target::new(kind, &params);
+    target.authorize(&state, &user, kind.plural, Verb::Get)?;
+    let kv = state
+        .store()
+        .get(&target.key()?)
+        .await?
+        .ok_or_else(|| target.not_found())?;
+    Ok(Json(object::decode_kv(&kv)?).into_response())
+}
+
+/// `GET` a collection: a list, or a watch with `?watch`.
+pub async fn list(
+    State(state): State<ApiState>,
+    Extension(KindRef(kind)): Extension<KindRef>,
+    Extension(user): Extension<User>,
+    Path(params): Params,
+    Query(query): QueryMap,
+) -> Result<Response, ApiError> {
+    let target = Target::new(kind, &params);
+    target.authorize(&state, &user, kind.plural, Verb::List)?;
+    let selector = match query.get("label_selector") {
+        Some(text) => LabelSelector::parse(text)
+            .map_err(|err| ApiError::http_detail(StatusCode::BAD_REQUEST, err))?,
+        None => LabelSelector::default(),
+    };
+    if flag(&query, "watch") {
+        return watch::watch(&state, &target, &query, selector).await;
+    }
+    let limit: Option<usize> = int_param(&query, "limit")?;
+    let limit = limit.filter(|&l| l > 0);
+    let token = match query.get("continue") {
+        Some(text) => Some(ContinueToken::decode(text).ok_or_else(|| {
+            ApiError::http_detail(StatusCode::BAD_REQUEST, "Invalid continue token.")
+        })?),
+        None => None,
+    };
+    let options = ListOptions {
+        start_after: token.as_ref().map(|t| t.last_key.clone()),
+        limit,
+        revision: token.as_ref().map(|t| t.revision),
+    };
+    let page = state
+        .store()
+        .list(&kind.prefix(target.ns()), &options)
+        .await?;
+    let mut items = Vec::with_capacity(page.items.len());
+    for kv in &page.items {
+        let object = object::decode_kv(kv)?;
+        if selector.is_empty() || selector.matches(&object::labels(&object)) {
+            items.push(object);
+        }
+    }
+    let mut metadata = Map::new();
+    metadata.insert(
+        "resource_version".to_owned(),
+        Value::String(page.revision.to_string()),
+    );
+    if page.more {
+        if let Some(last) = page.items.last() {
+            let token = ContinueToken {
+                revision: page.revision,
+                last_key: last.key.clone(),
+            };
+            metadata.insert("continue".to_owned(), Value::String(token.encode()));
+        }
+    }
+    let list = serde_json::json!({
+        "api": kind.api,
+        "kind": kind.list_kind,
+        "metadata": metadata,
+        "items": items,
+    });
+    Ok(Json(list).into_response())
+}
+
+/// Copies the fields a `PUT` may change from `body` onto `current`: every
+/// top-level field but `api`, `kind` and `status`, and every metadata field
+/// but the read-only ones. Lists and maps are replaced, not merged.
+fn merge_update(current: &Value, body: &Value) -> Value {
+    let mut merged = current.clone();
+    let Some(body) = body.as_object() else {
+        return merged;
+    };
+    for (key, value) in body {
+        match key.as_str() {
+            "api" | "kind" | "status" => {}
+            "metadata" => {
+                let Some(metadata) = value.as_object() else {
+                    continue;
+                };
+                let target = object::metadata_mut(&mut merged);
+                for (field, value) in metadata {
+                    let path = format!("metadata.{field}");
+                    if !READONLY_FIELDS.contains(&path.as_str()) {
+                        target.insert(field.clone(), value.clone());
+                    }
+                }
+            }
+            _ => {
+                if let Some(map) = merged.as_object_mut() {
+                    map.insert(key.clone(), value.clone());
+                }
+            }
+        }
+    }
+    merged
+}
+
+/// Krake's 400 for a changed immutable field, named by its last segment.
+pub(crate) fn immutable_error(field: &str) -> ApiError {
+    let name = field.rsplit('.').next().unwrap_or(field);
+    ApiError::update_error(
+        StatusCode::BAD_REQUEST,
+        format!("Trying to update an immutable field: {name}"),
+    )
+}
+
+/// `PUT` an object: spec and metadata.
+pub async fn update(
+    State(state): State<ApiState>,
+    Extension(KindRef(kind)): Extension<KindRef>,
+    Extension(user): Extension<User>,
+    Path(params): Params,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let target = Target::new(kind, &params);
+    target.authorize(&state, &user, kind.plural, Verb::Update)?;
+    let raw = parse_json(&body)?;
+    let precondition = object::resource_version(&raw)?;
+    let mut body = kind.parse(raw, ParseMode::Full)?;
+    // A body without a namespace means the one of the URL.
+    if let Some(namespace) = &target.namespace {
+        let metadata = object::metadata_mut(&mut body);
+        if metadata.get("namespace").is_none_or(Value::is_null) {
+            metadata.insert("namespace".to_owned(), Value::String(namespace.clone()));
+        }
+    }
+    let body_finalizers = object::finalizers(&body);
+    let outcome = read_modify_write(&state, &target, precondition, |current| {
+        let mut merged = merge_update(&current, &body);
+        if let Some(field) = kind
+            .changed_immutable_fields(&current, &merged)
+            .into_iter()
+            .find(|f| !f.starts_with("status."))
+        {
+            return Err(immutable_error(field));
+        }
+        if object::is_deleted(&current) {
+            let existing = object::finalizers(&current);
+            if !body_finalizers.iter().all(|f| existing.contains(f)) {
+                return Err(ApiError::update_error(
+                    StatusCode::CONFLICT,
+                    "Finalizers can only be removed if a deletion is in progress.",
+                ));
+            }
+        }
+        if merged == current {
+            return Err(ApiError::update_error(
+                StatusCode::BAD_REQUEST,
+                "The body contained no update.",
+            ));
+        }
+        object::metadata_mut(&mut merged)
+            .insert("modified".to_owned(), object::timestamp(Timestamp::now()));
+        if object::is_deleted(&merged) && object::finalizers(&merged).is_empty() {
+            Ok(Change::Remove(merged))
+        } else {
+            Ok(Change::Write(merged))
+        }
+    })
+    .await?;
+    Ok(Json(outcome.object).into_response())
+}
+
+/// `DELETE` an object: marks it deleted and appends `cascade_deletion`
+/// (`?force=True` removes applications and clusters at once).
+pub async fn delete(
+    State(state): State<ApiState>,
+    Extension(KindRef(kind)): Extension<KindRef>,
+    Extension(user): Extension<User>,
+    Path(params): Params,
+    Query(query): QueryMap,
+) -> Result<Response, ApiError> {
+    let target = Target::new(kind, &params);
+    target.authorize(&state, &user, kind.plural, Verb::Delete)?;
+    let forceable = kind.api == "kubernetes" && matches!(kind.kind, "Application" | "Cluster");
+    if forceable && query.get("force").map(String::as_str) == Some("True") {
+        return force_delete(&state, &target).await;
+    }
+    let outcome = read_modify_write(&state, &target, None, |mut current| {
+        if object::is_deleted(&current) {
+            return Ok(Change::Keep(current));
+        }
+        let metadata = object::metadata_mut(&mut current);
+        metadata.insert("deleted".to_owned(), object::timestamp(Timestamp::now()));
+        let finalizers = metadata
+            .entry("finalizers")
+            .or_insert_with(|| Value::Array(Vec::new()));
+        if let Value::Array(list) = finalizers {
+            list.push(Value::String(CASCADE_DELETION_FINALIZER.to_owned()));
+        }
+        let has_shutdown_hook = current
+            .pointer("/spec/hooks")
+            .and_then(Value::as_array)
+            .is_some_and(|hooks| hooks.iter().any(|h| h == "shutdown"));
+        if kind.kind == "Application" && has_shutdown_hook {
+            if let Some(status) = current.get_mut("status").and_then(Value::as_object_mut) {
+                status.insert(
+                    "state".to_owned(),
+                    Value::String("WAITING_FOR_CLEANING".to_owned()),
+                );
+            }
+        }
+        Ok(Change::Write(current))
+    })
+    .await?;
+    if let Some(wanted) = watch::blocking_state(kind, &query) {
+        let object =
+            watch::wait_for(&state, &target, outcome.revision, outcome.object, &wanted).await?;
+        return Ok(Json(object).into_response());
+    }
+    Ok(Json(outcome.object).into_response())
+}
+
+async fn force_delete(state: &ApiState, target: &Target) -> Result<Response, ApiError> {
+    let key = target.key()?;
+    let store = state.store();
+    for _ in 0..=state.config().transaction_retries {
+        let kv = store.get(&key).await?.ok_or_else(|| target.not_found())?;
+        let mut current = object::decode_kv(&kv)?;
+        match store.delete(&key, Some(kv.mod_revision)).await {
+            Ok(revision) => {
+                if !object::is_deleted(&current) {
+                    object::metadata_mut(&mut current)
+                        .insert("deleted".to_owned(), object::timestamp(Timestamp::now()));
+                }
+                object::set_resource_version(&mut current, revision);
+                return Ok(Json(current).into_response());
+            }
+            Err(StoreError::Conflict { .. } | StoreError::NotFound { .. }) => continue,
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Err(ApiError::transaction("Concurrent writes to database"))
+}

@@ -1,0 +1,55 @@
+//! `?limit=N&continue=TOKEN` on lists: pages of one consistent snapshot.
+//!
+//! The continue token carries the store revision of the first page and the
+//! last key returned, so every page reads the same snapshot. It is opaque to
+//! clients (URL-safe base64).
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use krake_store::Revision;
+
+/// Where the next page starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContinueToken {
+    /// The snapshot revision.
+    pub revision: Revision,
+    /// The last key of the previous page.
+    pub last_key: String,
+}
+
+impl ContinueToken {
+    /// The token's text.
+    pub fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(format!("{}\n{}", self.revision, self.last_key))
+    }
+
+    /// Reads a token; `None` if it is not one of ours.
+    pub fn decode(text: &str) -> Option<Self> {
+        let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
+        let text = String::from_utf8(bytes).ok()?;
+        let (revision, last_key) = text.split_once('\n')?;
+        Some(ContinueToken {
+            revision: revision.parse().ok()?,
+            last_key: last_key.to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_garbage() {
+        let token = ContinueToken {
+            revision: 42,
+            last_key: "/core/roles/a".into(),
+        };
+        assert_eq!(ContinueToken::decode(&token.encode()), Some(token));
+        assert_eq!(ContinueToken::decode("not a token"), None);
+        assert_eq!(
+            ContinueToken::decode(&URL_SAFE_NO_PAD.encode("x\n/k")),
+            None
+        );
+    }
+}

@@ -1,0 +1,101 @@
+//! The state shared by every handler.
+
+use std::sync::Arc;
+
+use krake_store::Store;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Authorizer;
+use crate::config::ApiConfig;
+use crate::metrics::Metrics;
+use crate::watch_hub::{HubConfig, WatchHub};
+
+/// The API's shared state: the store, the watch hub, settings and metrics.
+/// Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Arc<dyn Store>,
+    hub: WatchHub,
+    config: ApiConfig,
+    authorizer: Arc<dyn Authorizer>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+}
+
+impl ApiState {
+    /// State over `store` with `config`; the authorizer follows
+    /// `config.authorization`.
+    pub fn new(store: Arc<dyn Store>, config: ApiConfig) -> Self {
+        let authorizer = Arc::new(config.authorization);
+        Self::with_authorizer(store, config, authorizer)
+    }
+
+    /// State with a custom authorizer (RBAC, or an embedding service's own).
+    pub fn with_authorizer(
+        store: Arc<dyn Store>,
+        config: ApiConfig,
+        authorizer: Arc<dyn Authorizer>,
+    ) -> Self {
+        let metrics = Arc::new(Metrics::new());
+        let store = crate::metrics::MeteredStore::wrap(store, metrics.clone());
+        let shutdown = CancellationToken::new();
+        let hub = WatchHub::new(
+            store.clone(),
+            HubConfig {
+                replay_buffer: config.watch_replay_buffer,
+                channel_capacity: config.watch_channel_capacity,
+            },
+            shutdown.clone(),
+        );
+        ApiState {
+            inner: Arc::new(Inner {
+                store,
+                hub,
+                config,
+                authorizer,
+                metrics,
+                shutdown,
+            }),
+        }
+    }
+
+    /// The store (wrapped to record latency metrics).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// The shared watches.
+    pub fn hub(&self) -> &WatchHub {
+        &self.inner.hub
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ApiConfig {
+        &self.inner.config
+    }
+
+    /// The authorizer.
+    pub fn authorizer(&self) -> &dyn Authorizer {
+        self.inner.authorizer.as_ref()
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    /// Cancelled when the server shuts down: watch streams end.
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.inner.shutdown
+    }
+
+    /// Ends every watch stream and stops the hub's store watches.
+    pub fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+    }
+}

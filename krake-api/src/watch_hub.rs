@@ -1,0 +1,384 @@
+//! One store watch per kind, shared by every HTTP watcher of that kind.
+//!
+//! The hub keeps, per store prefix (one per kind, across all namespaces), a
+//! single [`Store::watch`] and fans its events out through a broadcast
+//! channel. Each event is decoded and serialized once, however many clients
+//! watch. A bounded buffer of recent events lets a client resume from a
+//! `resource_version` without touching the store; an older version falls back
+//! to a dedicated store watch (which answers 410 once the store compacted it).
+//!
+//! Guarantees to a subscriber: events in revision order, none twice, none
+//! missing. A subscriber that falls more than the channel's capacity behind is
+//! cut off ([`HubError::Lagged`]) instead of slowing the others or growing
+//! memory; it can resume from the last revision it saw.
+//!
+//! If the store watch fails (the store is down), the hub reconnects with
+//! backoff from the last revision it saw; subscribers just wait. If that
+//! revision was compacted meanwhile, every subscriber is ended
+//! ([`HubError::Reset`]) so clients relist.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream::{BoxStream, StreamExt};
+use krake_data::WatchEventType;
+use krake_store::{EventKind, Revision, Store, StoreError, StoreEvent};
+use serde_json::Value;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::object;
+use crate::problem::ApiError;
+
+/// One change, decoded and serialized once for every watcher.
+#[derive(Debug)]
+pub struct WatchItem {
+    /// The store revision of the change (the object's resource version).
+    pub revision: Revision,
+    /// ADDED, MODIFIED or DELETED.
+    pub event_type: WatchEventType,
+    /// The object (for DELETED, as it was just before deletion).
+    pub object: Value,
+    /// The object's namespace.
+    pub namespace: Option<String>,
+    /// The object's store key.
+    pub key: String,
+    /// The watch stream line: `{"type": ..., "object": ...}` and a newline.
+    pub line: Bytes,
+}
+
+impl WatchItem {
+    /// Decodes a store event.
+    pub fn from_store_event(event: &StoreEvent) -> Result<Self, ApiError> {
+        let event_type = match event.kind {
+            EventKind::Delete => WatchEventType::Deleted,
+            EventKind::Put if event.is_create() => WatchEventType::Added,
+            EventKind::Put => WatchEventType::Modified,
+        };
+        let object = object::decode(&event.kv.value, event.revision())?;
+        let namespace = object::namespace(&object).map(str::to_owned);
+        let mut line = serde_json::to_vec(&serde_json::json!({
+            "type": event_type,
+            "object": object,
+        }))
+        .map_err(|err| ApiError::Internal(err.to_string()))?;
+        line.push(b'\n');
+        Ok(WatchItem {
+            revision: event.revision(),
+            event_type,
+            object,
+            namespace,
+            key: event.kv.key.clone(),
+            line: Bytes::from(line),
+        })
+    }
+}
+
+/// Why a subscription ended.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HubError {
+    /// The subscriber fell too far behind.
+    #[error("watcher fell {0} events behind and was cut off")]
+    Lagged(u64),
+    /// The store's history was compacted while the hub was disconnected.
+    #[error("the store history was compacted; relist")]
+    Reset,
+    /// The store failed for a dedicated (resume) watch.
+    #[error("store watch failed: {0}")]
+    Store(String),
+    /// The server is shutting down.
+    #[error("the server is shutting down")]
+    Shutdown,
+}
+
+/// A stream of changes for one subscriber.
+pub type Subscription = BoxStream<'static, Result<Arc<WatchItem>, HubError>>;
+
+#[derive(Clone, Debug)]
+enum Message {
+    Event(Arc<WatchItem>),
+    Reset,
+}
+
+#[derive(Debug)]
+struct EntryState {
+    /// Recent events, oldest first.
+    buffer: VecDeque<Arc<WatchItem>>,
+    /// Every event with a revision greater than this is in `buffer` or still to come.
+    covered_after: Revision,
+    /// The last revision the hub saw (or started from).
+    last_revision: Revision,
+}
+
+#[derive(Debug)]
+struct Entry {
+    sender: broadcast::Sender<Message>,
+    state: Mutex<EntryState>,
+}
+
+/// Settings of the hub.
+#[derive(Debug, Clone, Copy)]
+pub struct HubConfig {
+    /// Recent events kept per prefix for resume.
+    pub replay_buffer: usize,
+    /// How far a subscriber may fall behind.
+    pub channel_capacity: usize,
+}
+
+/// The shared watches of one API server.
+#[derive(Debug, Clone)]
+pub struct WatchHub {
+    store: Arc<dyn Store>,
+    entries: Arc<tokio::sync::Mutex<HashMap<String, Arc<Entry>>>>,
+    config: HubConfig,
+    shutdown: CancellationToken,
+}
+
+impl WatchHub {
+    /// A hub over `store`; its watches stop when `shutdown` is cancelled.
+    pub fn new(store: Arc<dyn Store>, config: HubConfig, shutdown: CancellationToken) -> Self {
+        WatchHub {
+            store,
+            entries: Arc::default(),
+            config,
+            shutdown,
+        }
+    }
+
+    /// Changes under `prefix` with a revision greater than `after` (`None`:
+    /// from now on).
+    pub async fn subscribe(
+        &self,
+        prefix: &str,
+        after: Option<Revision>,
+    ) -> Result<Subscription, ApiError> {
+        let entry = self.entry(prefix).await?;
+        enum Start {
+            Shared(broadcast::Receiver<Message>, Vec<Arc<WatchItem>>, Revision),
+            Dedicated,
+        }
+        let start = {
+            let state = entry
+                .state
+                .lock()
+                .map_err(|_| ApiError::Internal("watch hub lock poisoned".into()))?;
+            match after {
+                None => Start::Shared(entry.sender.subscribe(), Vec::new(), state.last_revision),
+                Some(after) if after >= state.covered_after => {
+                    let replay: Vec<_> = state
+                        .buffer
+                        .iter()
+                        .filter(|item| item.revision > after)
+                        .cloned()
+                        .collect();
+                    Start::Shared(
+                        entry.sender.subscribe(),
+                        replay,
+                        after.max(state.last_revision),
+                    )
+                }
+                Some(_) => Start::Dedicated,
+            }
+        };
+        let (receiver, replay, from) = match (start, after) {
+            (Start::Shared(receiver, replay, from), _) => (receiver, replay, from),
+            (Start::Dedicated, Some(after)) => return self.dedicated(prefix, after).await,
+            (Start::Dedicated, None) => unreachable!("a watch from now is always shared"),
+        };
+        let live = futures::stream::unfold(
+            (receiver, from, false),
+            |(mut receiver, mut last, done)| async move {
+                if done {
+                    return None;
+                }
+                loop {
+                    match receiver.recv().await {
+                        Ok(Message::Event(item)) if item.revision <= last => continue,
+                        Ok(Message::Event(item)) => {
+                            last = item.revision;
+                            return Some((Ok(item), (receiver, last, false)));
+                        }
+                        Ok(Message::Reset) => {
+                            return Some((Err(HubError::Reset), (receiver, last, true)));
+                        }
+                        Err(broadcast::error::RecvError::Lagged(n)) => {
+                            return Some((Err(HubError::Lagged(n)), (receiver, last, true)));
+                        }
+                        Err(broadcast::error::RecvError::Closed) => {
+                            return Some((Err(HubError::Shutdown), (receiver, last, true)));
+                        }
+                    }
+                }
+            },
+        );
+        let stream = futures::stream::iter(replay.into_iter().map(Ok)).chain(live);
+        Ok(self.until_shutdown(stream.boxed()))
+    }
+
+    fn until_shutdown(&self, stream: Subscription) -> Subscription {
+        let shutdown = self.shutdown.clone();
+        stream
+            .take_until(async move { shutdown.cancelled_owned().await })
+            .boxed()
+    }
+
+    /// A watch of its own for a resume older than the hub's buffer.
+    async fn dedicated(&self, prefix: &str, after: Revision) -> Result<Subscription, ApiError> {
+        let stream = self.store.watch(prefix, Some(after)).await?;
+        let stream = stream.map(|event| match event {
+            Ok(event) => WatchItem::from_store_event(&event)
+                .map(Arc::new)
+                .map_err(|err| HubError::Store(err.to_string())),
+            Err(StoreError::Compacted { .. }) => Err(HubError::Reset),
+            Err(err) => Err(HubError::Store(err.to_string())),
+        });
+        // End the stream after its first error.
+        let stream = stream.scan(false, |failed, item| {
+            if *failed {
+                return futures::future::ready(None);
+            }
+            *failed = item.is_err();
+            futures::future::ready(Some(item))
+        });
+        Ok(self.until_shutdown(stream.boxed()))
+    }
+
+    async fn entry(&self, prefix: &str) -> Result<Arc<Entry>, ApiError> {
+        let mut entries = self.entries.lock().await;
+        if let Some(entry) = entries.get(prefix) {
+            return Ok(entry.clone());
+        }
+        let start = self.store.revision().await?;
+        let (sender, _) = broadcast::channel(self.config.channel_capacity.max(1));
+        let entry = Arc::new(Entry {
+            sender,
+            state: Mutex::new(EntryState {
+                buffer: VecDeque::new(),
+                covered_after: start,
+                last_revision: start,
+            }),
+        });
+        entries.insert(prefix.to_owned(), entry.clone());
+        tokio::spawn(run_entry(
+            self.store.clone(),
+            prefix.to_owned(),
+            entry.clone(),
+            self.config.replay_buffer.max(1),
+            self.shutdown.clone(),
+        ));
+        Ok(entry)
+    }
+}
+
+/// Feeds one entry from its store watch until shutdown, reconnecting as needed.
+async fn run_entry(
+    store: Arc<dyn Store>,
+    prefix: String,
+    entry: Arc<Entry>,
+    buffer_size: usize,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let after = match entry.state.lock() {
+            Ok(state) => state.last_revision,
+            Err(_) => return,
+        };
+        let watch = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            watch = store.watch(&prefix, Some(after)) => watch,
+        };
+        let mut stream = match watch {
+            Ok(stream) => stream,
+            Err(err) => {
+                if handle_failure(&store, &entry, &prefix, err).await.is_err() {
+                    return;
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        loop {
+            let next = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                next = stream.next() => next,
+            };
+            match next {
+                Some(Ok(event)) => {
+                    backoff = Duration::from_millis(100);
+                    match WatchItem::from_store_event(&event) {
+                        Ok(item) => publish(&entry, Arc::new(item), buffer_size),
+                        Err(err) => {
+                            tracing::error!(%prefix, revision = event.revision(), error = %err, "undecodable object in the store");
+                            if let Ok(mut state) = entry.state.lock() {
+                                state.last_revision = state.last_revision.max(event.revision());
+                            }
+                        }
+                    }
+                }
+                Some(Err(err)) => {
+                    if handle_failure(&store, &entry, &prefix, err).await.is_err() {
+                        return;
+                    }
+                    break;
+                }
+                None => break,
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Logs a store watch failure; on compaction, resets the entry and ends every
+/// subscriber. `Err` only when the entry's lock is poisoned.
+async fn handle_failure(
+    store: &Arc<dyn Store>,
+    entry: &Entry,
+    prefix: &str,
+    err: StoreError,
+) -> Result<(), ()> {
+    match err {
+        StoreError::Compacted { .. } => {
+            tracing::warn!(%prefix, "store history compacted under the watch hub; subscribers must relist");
+            let current = store.revision().await.ok();
+            let mut state = entry.state.lock().map_err(|_| ())?;
+            if let Some(current) = current {
+                state.last_revision = current;
+                state.covered_after = current;
+            }
+            state.buffer.clear();
+            let _ = entry.sender.send(Message::Reset);
+        }
+        other => tracing::warn!(%prefix, error = %other, "store watch failed; reconnecting"),
+    }
+    Ok(())
+}
+
+fn publish(entry: &Entry, item: Arc<WatchItem>, buffer_size: usize) {
+    let Ok(mut state) = entry.state.lock() else {
+        return;
+    };
+    if item.revision <= state.last_revision {
+        return;
+    }
+    state.last_revision = item.revision;
+    state.buffer.push_back(item.clone());
+    while state.buffer.len() > buffer_size {
+        if let Some(dropped) = state.buffer.pop_front() {
+            state.covered_after = dropped.revision;
+        }
+    }
+    // Sent under the lock, so a new subscriber sees each event exactly once:
+    // either in the buffer it copies or on the channel it just joined.
+    let _ = entry.sender.send(Message::Event(item));
+}
