@@ -45,6 +45,8 @@ pub mod problem;
 pub mod routes;
 pub mod selector;
 pub mod state;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod watch_hub;
 
 pub use krake_store as store;

@@ -226,7 +226,19 @@ impl WatchHub {
 
     /// A watch of its own for a resume older than the hub's buffer.
     async fn dedicated(&self, prefix: &str, after: Revision) -> Result<Subscription, ApiError> {
-        let stream = self.store.watch(prefix, Some(after)).await?;
+        let mut stream = self.store.watch(prefix, Some(after)).await?;
+        // Some stores (etcd) report a compacted start as the first item: peek
+        // at it, so that the client gets 410 rather than an empty stream.
+        let first = match tokio::time::timeout(Duration::from_millis(250), stream.next()).await {
+            Ok(Some(Err(StoreError::Compacted { requested, oldest }))) => {
+                return Err(ApiError::Gone { requested, oldest });
+            }
+            Ok(Some(Err(err))) => return Err(err.into()),
+            Ok(Some(Ok(event))) => Some(Ok(event)),
+            Ok(None) => None,
+            Err(_) => None,
+        };
+        let stream = futures::stream::iter(first).chain(stream);
         let stream = stream.map(|event| match event {
             Ok(event) => WatchItem::from_store_event(&event)
                 .map(Arc::new)

@@ -1,0 +1,215 @@
+//! The server's configuration: a YAML file with the keys of Krake's
+//! `api.yaml` where they apply, overridden by `KRAKE_*` environment
+//! variables, overridden by command-line flags.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// A configuration problem, reported in one line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read the configuration file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid YAML or has a key of the wrong type.
+    #[error("invalid configuration file {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A setting has a value the server does not support.
+    #[error("unsupported configuration: {0}")]
+    Unsupported(String),
+}
+
+/// Krake's `etcd` section, plus a list of endpoints for a cluster.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct EtcdSection {
+    /// etcd host (Krake's key).
+    pub host: Option<String>,
+    /// etcd client port (Krake's key).
+    pub port: Option<u16>,
+    /// Beyond Krake: full endpoint URLs of an etcd cluster.
+    pub endpoints: Vec<String>,
+    /// Krake's key; krake-rs retries conflicting writes internally.
+    pub retry_transactions: Option<u32>,
+}
+
+/// Krake's `tls` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct TlsSection {
+    /// Serve HTTPS.
+    pub enabled: bool,
+}
+
+/// Krake's `authentication.strategy.static`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct StaticStrategy {
+    /// Use it.
+    pub enabled: bool,
+    /// The user every request runs as.
+    pub name: Option<String>,
+}
+
+/// A strategy the server does not implement yet (only `enabled` is read).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct OtherStrategy {
+    /// Use it.
+    pub enabled: bool,
+}
+
+/// Krake's `authentication.strategy`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Strategies {
+    /// Every request is one user.
+    #[serde(rename = "static")]
+    pub static_user: StaticStrategy,
+    /// Keystone tokens.
+    pub keystone: OtherStrategy,
+    /// Keycloak tokens.
+    pub keycloak: OtherStrategy,
+}
+
+/// Krake's `authentication` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct AuthenticationSection {
+    /// Unauthenticated requests run as `system:anonymous` (default: true
+    /// when the file does not say).
+    pub allow_anonymous: Option<bool>,
+    /// CORS origin.
+    pub cors_origin: Option<String>,
+    /// The strategies.
+    pub strategy: Strategies,
+}
+
+/// Krake's `log` section (only `level` is read; the rest is Python's
+/// logging configuration).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct LogSection {
+    /// `DEBUG`, `INFO`, `WARNING`, `ERROR` (Python names) or a tracing filter.
+    pub level: Option<String>,
+}
+
+/// Where the embedded store keeps its data (beyond Krake).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct StoreSection {
+    /// `embedded` or `etcd` (default: etcd when an etcd endpoint is
+    /// configured, else embedded).
+    pub backend: Option<String>,
+    /// The embedded store's folder.
+    pub data_dir: Option<PathBuf>,
+}
+
+/// The configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct FileConfig {
+    /// Listen host.
+    pub host: Option<String>,
+    /// Listen port.
+    pub port: Option<u16>,
+    /// etcd.
+    pub etcd: Option<EtcdSection>,
+    /// The store.
+    pub store: StoreSection,
+    /// TLS.
+    pub tls: TlsSection,
+    /// Authentication.
+    pub authentication: AuthenticationSection,
+    /// `always-allow`, `always-deny` or `RBAC`.
+    pub authorization: Option<String>,
+    /// Logging.
+    pub log: LogSection,
+}
+
+/// Replaces `-` by `_` in every key, as Krake's loader does (`cors-origin`).
+fn normalize_keys(value: Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (k.replace('-', "_"), normalize_keys(v)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(normalize_keys).collect()),
+        other => other,
+    }
+}
+
+impl FileConfig {
+    /// Reads a YAML configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    /// Parses YAML text.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if text.trim().is_empty() {
+            return Ok(Self::default());
+        }
+        let value: Value = serde_saphyr::from_str(text).map_err(|err| err.to_string())?;
+        let value = match value {
+            Value::Null => return Ok(Self::default()),
+            other => normalize_keys(other),
+        };
+        serde_json::from_value(value).map_err(|err| err.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_krakes_api_yaml() {
+        let config = FileConfig::parse(
+            "host: 0.0.0.0\nport: 9090\netcd:\n  host: 127.0.0.1\n  port: 2379\n  retry_transactions: 1\n\
+             docs:\n  problem_base_url: x\ntls:\n  enabled: false\n  cert: a\n  key: b\n  client_ca: c\n\
+             authentication:\n  allow_anonymous: true\n  cors-origin: 'http://x'\n  strategy:\n    \
+             keystone: {enabled: false, endpoint: 'http://k'}\n    keycloak: {enabled: false}\n    \
+             static: {enabled: true, name: system}\nauthorization: always-allow\nlog:\n  level: INFO\n",
+        )
+        .unwrap();
+        assert_eq!(config.host.as_deref(), Some("0.0.0.0"));
+        assert_eq!(config.port, Some(9090));
+        assert_eq!(config.etcd.unwrap().port, Some(2379));
+        assert_eq!(
+            config.authentication.cors_origin.as_deref(),
+            Some("http://x")
+        );
+        assert!(config.authentication.strategy.static_user.enabled);
+        assert_eq!(config.authorization.as_deref(), Some("always-allow"));
+        assert_eq!(config.log.level.as_deref(), Some("INFO"));
+    }
+
+    #[test]
+    fn reports_wrong_types() {
+        let err = FileConfig::parse("port: eighty\n").unwrap_err();
+        assert!(err.contains("port") || err.contains("invalid"), "{err}");
+        assert!(FileConfig::parse("").is_ok());
+    }
+}
