@@ -394,3 +394,128 @@ fn publish(entry: &Entry, item: Arc<WatchItem>, buffer_size: usize) {
     // either in the buffer it copies or on the channel it just joined.
     let _ = entry.sender.send(Message::Event(item));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use krake_store::embedded::EmbeddedStore;
+
+    async fn hub(capacity: usize, buffer: usize) -> (WatchHub, Arc<dyn Store>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(EmbeddedStore::open(dir.path().join("s.redb")).unwrap());
+        let hub = WatchHub::new(
+            store.clone(),
+            HubConfig {
+                replay_buffer: buffer,
+                channel_capacity: capacity,
+            },
+            CancellationToken::new(),
+        );
+        (hub, store, dir)
+    }
+
+    fn object(name: &str) -> Bytes {
+        Bytes::from(format!(
+            r#"{{"metadata": {{"name": "{name}", "namespace": "ns"}}}}"#
+        ))
+    }
+
+    #[tokio::test]
+    async fn a_slow_subscriber_is_cut_off_and_others_are_not() {
+        let (hub, store, _dir) = hub(4, 100).await;
+        let mut slow = hub.subscribe("/k/", None).await.unwrap();
+        let mut fast = hub.subscribe("/k/", None).await.unwrap();
+        let mut seen = 0;
+        for i in 0..20 {
+            store
+                .create(&format!("/k/ns/o{i}"), object(&format!("o{i}")))
+                .await
+                .unwrap();
+            let item = tokio::time::timeout(Duration::from_secs(5), fast.next())
+                .await
+                .unwrap();
+            assert!(item.unwrap().is_ok());
+            seen += 1;
+        }
+        assert_eq!(seen, 20);
+        // The slow one gets what fits, then a clear end.
+        let mut results = Vec::new();
+        while let Some(item) = tokio::time::timeout(Duration::from_secs(5), slow.next())
+            .await
+            .unwrap()
+        {
+            results.push(item);
+        }
+        assert!(
+            matches!(results.last(), Some(Err(HubError::Lagged(_)))),
+            "{results:?}"
+        );
+        assert!(results.len() < 20);
+    }
+
+    #[tokio::test]
+    async fn resume_replays_from_the_buffer_without_gaps() {
+        let (hub, store, _dir) = hub(64, 100).await;
+        // Start the hub's store watch.
+        let _live = hub.subscribe("/k/", None).await.unwrap();
+        let mut revisions = Vec::new();
+        for i in 0..10 {
+            revisions.push(
+                store
+                    .create(&format!("/k/ns/o{i}"), object("x"))
+                    .await
+                    .unwrap(),
+            );
+        }
+        // Wait until the hub saw them all.
+        let mut probe = hub.subscribe("/k/", Some(revisions[0])).await.unwrap();
+        let mut got = Vec::new();
+        while got.len() < 9 {
+            let item = tokio::time::timeout(Duration::from_secs(5), probe.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            got.push(item.revision);
+        }
+        assert_eq!(got, revisions[1..].to_vec());
+        // Another resume: exactly once each, then live events.
+        let mut resumed = hub.subscribe("/k/", Some(revisions[4])).await.unwrap();
+        let extra = store.create("/k/ns/late", object("late")).await.unwrap();
+        let mut got = Vec::new();
+        while got.len() < 6 {
+            let item = tokio::time::timeout(Duration::from_secs(5), resumed.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            got.push(item.revision);
+        }
+        let mut expected = revisions[5..].to_vec();
+        expected.push(extra);
+        assert_eq!(got, expected);
+    }
+
+    #[tokio::test]
+    async fn shutdown_ends_subscriptions() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(EmbeddedStore::open(dir.path().join("s.redb")).unwrap());
+        let token = CancellationToken::new();
+        let hub = WatchHub::new(
+            store,
+            HubConfig {
+                replay_buffer: 8,
+                channel_capacity: 8,
+            },
+            token.clone(),
+        );
+        let mut subscription = hub.subscribe("/k/", None).await.unwrap();
+        token.cancel();
+        let next = tokio::time::timeout(Duration::from_secs(5), subscription.next())
+            .await
+            .unwrap();
+        assert!(next.is_none());
+    }
+}
