@@ -2,11 +2,11 @@
 //! revisions, compare-and-swap writes and resumable prefix watches, and two
 //! backends that pass one conformance suite:
 //!
-//! - [`etcd::EtcdStore`] (feature `etcd`): etcd v3 through `etcd-client`, with
+//! - `etcd::EtcdStore` (feature `etcd`): etcd v3 through `etcd-client`, with
 //!   Krake's key layout and JSON values, so a krake-rs server can take over
 //!   the etcd of an existing Krake deployment; the revision is etcd's
 //!   `mod_revision`;
-//! - [`embedded::EmbeddedStore`] (feature `embedded`): a single-file, crash-safe
+//! - `embedded::EmbeddedStore` (feature `embedded`): a single-file, crash-safe
 //!   store (redb) with its own revision counter and a change log for watch
 //!   resume. It is the default of `krake-server`.
 //!
@@ -102,7 +102,7 @@ impl StoreEvent {
 pub struct ListOptions {
     /// Only keys strictly greater than this one (for the next page).
     pub start_after: Option<String>,
-    /// At most this many items.
+    /// At most this many items (`Some(0)`, like `None`, means no limit, as in etcd).
     pub limit: Option<usize>,
     /// Read the data as it was at this revision (a consistent snapshot across
     /// pages). [`StoreError::Compacted`] if the store no longer has it.

@@ -1,0 +1,587 @@
+//! The embedded store: the conformance suite, persistence, crash safety with a
+//! real `kill -9`, compaction and watch lag recovery.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use krake_store::embedded::{EmbeddedOptions, EmbeddedStore};
+use krake_store::testing::conformance;
+use krake_store::{EventKind, EventStream, ListOptions, Revision, Store, StoreError, StoreEvent};
+use tempfile::TempDir;
+
+/// A fresh store in a temporary folder (the guard).
+async fn fresh() -> (EmbeddedStore, TempDir) {
+    fresh_with(EmbeddedOptions::default())
+}
+
+fn fresh_with(options: EmbeddedOptions) -> (EmbeddedStore, TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open_with(dir.path().join("store.redb"), options).unwrap();
+    (store, dir)
+}
+
+krake_store::store_conformance_tests!(fresh());
+
+fn json(n: u64) -> Bytes {
+    Bytes::from(format!("{{\"n\":{n}}}"))
+}
+
+async fn next(stream: &mut EventStream) -> Result<StoreEvent, StoreError> {
+    tokio::time::timeout(Duration::from_secs(30), stream.next())
+        .await
+        .expect("a watch event within 30 s")
+        .expect("the stream goes on")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_conformance() {
+    let retained = 8;
+    let (store, _dir) = fresh_with(EmbeddedOptions {
+        retained_events: retained,
+        ..EmbeddedOptions::default()
+    });
+    let writer = store.clone();
+    conformance::compaction_is_reported(&store, |revision| async move {
+        // Push `revision - 1` out of the log: the store then keeps
+        // `current - retained ..= current`.
+        let key = "/elsewhere/filler";
+        let mut last = writer.create(key, json(0)).await.unwrap();
+        while last - (retained as Revision) < revision {
+            last = writer.update(key, json(1), last).await.unwrap();
+        }
+        assert!(writer.oldest_revision().await.unwrap() >= revision);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn revisions_start_at_one_and_grow_by_one() {
+    let (store, _dir) = fresh().await;
+    assert_eq!(store.revision().await.unwrap(), 0);
+    assert_eq!(store.oldest_revision().await.unwrap(), 0);
+    assert_eq!(store.create("/a", json(1)).await.unwrap(), 1);
+    assert_eq!(store.create("/b", json(1)).await.unwrap(), 2);
+    assert!(store.create("/a", json(1)).await.is_err());
+    assert!(store.update("/a", json(2), 2).await.is_err());
+    assert!(store.delete("/c", None).await.is_err());
+    assert_eq!(
+        store.revision().await.unwrap(),
+        2,
+        "failed writes do not bump the revision"
+    );
+    assert_eq!(store.update("/a", json(2), 1).await.unwrap(), 3);
+    assert_eq!(store.delete("/b", Some(2)).await.unwrap(), 4);
+    assert_eq!(store.revision().await.unwrap(), 4);
+    let page = store.list("/", &ListOptions::default()).await.unwrap();
+    assert_eq!(page.revision, 4);
+    // The empty store as it was at revision 0.
+    let page = store
+        .list(
+            "/",
+            &ListOptions {
+                revision: Some(0),
+                ..ListOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((page.items.len(), page.revision), (0, 0));
+    // A future revision is an error, not a hang or an empty page.
+    let future = store
+        .list(
+            "/",
+            &ListOptions {
+                revision: Some(5),
+                ..ListOptions::default()
+            },
+        )
+        .await;
+    assert!(
+        matches!(future, Err(StoreError::Internal { .. })),
+        "{future:?}"
+    );
+    // `limit: Some(0)` means no limit.
+    let page = store
+        .list(
+            "/",
+            &ListOptions {
+                limit: Some(0),
+                ..ListOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((page.items.len(), page.more), (1, false));
+}
+
+#[tokio::test]
+async fn watch_after_a_future_revision_waits_for_it() {
+    let (store, _dir) = fresh().await;
+    let mut events = store.watch("/", Some(3)).await.unwrap();
+    for n in 1..=4 {
+        store.create(&format!("/k{n}"), json(n)).await.unwrap();
+    }
+    let event = next(&mut events).await.unwrap();
+    assert_eq!((event.revision(), event.kv.key.as_str()), (4, "/k4"));
+}
+
+#[tokio::test]
+async fn data_and_revision_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested/folder/store.redb");
+    {
+        let store = EmbeddedStore::open(&path).unwrap();
+        store.create("/keep/a", json(1)).await.unwrap();
+        store.create("/keep/b", json(2)).await.unwrap();
+        store.update("/keep/a", json(3), 1).await.unwrap();
+        store.create("/gone", json(4)).await.unwrap();
+        store.delete("/gone", None).await.unwrap();
+        assert_eq!(store.revision().await.unwrap(), 5);
+    }
+    let store = EmbeddedStore::open(&path).unwrap();
+    assert_eq!(store.revision().await.unwrap(), 5);
+    let a = store.get("/keep/a").await.unwrap().unwrap();
+    assert_eq!(
+        (a.value, a.create_revision, a.mod_revision),
+        (json(3), 1, 3)
+    );
+    assert_eq!(store.get("/gone").await.unwrap(), None);
+    let page = store.list("/keep/", &ListOptions::default()).await.unwrap();
+    assert_eq!(page.items.len(), 2);
+    // The change log survived too: history can be replayed and rebuilt.
+    let mut events = store.watch("/", Some(0)).await.unwrap();
+    let mut kinds = Vec::new();
+    for _ in 0..5 {
+        let event = next(&mut events).await.unwrap();
+        kinds.push((event.revision(), event.kind));
+    }
+    assert_eq!(
+        kinds,
+        vec![
+            (1, EventKind::Put),
+            (2, EventKind::Put),
+            (3, EventKind::Put),
+            (4, EventKind::Put),
+            (5, EventKind::Delete),
+        ]
+    );
+    let then = store
+        .list(
+            "/",
+            &ListOptions {
+                revision: Some(4),
+                ..ListOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    let keys: Vec<_> = then.items.iter().map(|kv| kv.key.as_str()).collect();
+    assert_eq!(keys, vec!["/gone", "/keep/a", "/keep/b"]);
+    assert_eq!(
+        store.create("/next", json(6)).await.unwrap(),
+        6,
+        "the revision goes on"
+    );
+}
+
+#[tokio::test]
+async fn a_second_open_of_the_same_file_is_unavailable() {
+    let (store, dir) = fresh().await;
+    let second = EmbeddedStore::open(dir.path().join("store.redb"));
+    assert!(
+        matches!(second, Err(StoreError::Unavailable { .. })),
+        "{second:?}"
+    );
+    drop(store);
+    EmbeddedStore::open(dir.path().join("store.redb")).unwrap();
+}
+
+#[tokio::test]
+async fn watch_streams_do_not_keep_the_file_open() {
+    let (store, dir) = fresh().await;
+    let mut events = store.watch("/", None).await.unwrap();
+    drop(store);
+    let end = next(&mut events).await;
+    assert!(
+        matches!(end, Err(StoreError::Unavailable { .. })),
+        "{end:?}"
+    );
+    assert!(events.next().await.is_none());
+    EmbeddedStore::open(dir.path().join("store.redb")).unwrap();
+}
+
+#[tokio::test]
+async fn old_revisions_are_compacted() {
+    let (store, _dir) = fresh_with(EmbeddedOptions {
+        retained_events: 5,
+        ..EmbeddedOptions::default()
+    });
+    // `/old` is written once, at revision 1, then 20 other writes push its
+    // creation out of the log.
+    store.create("/old", json(0)).await.unwrap();
+    store.create("/counter", json(0)).await.unwrap();
+    for n in 3..=21 {
+        store
+            .update("/counter", json(n as u64), n - 1)
+            .await
+            .unwrap();
+    }
+    store.update("/old", json(22), 1).await.unwrap();
+    assert_eq!(store.revision().await.unwrap(), 22);
+    assert_eq!(store.oldest_revision().await.unwrap(), 17);
+
+    let list_at = |revision| {
+        let store = store.clone();
+        async move {
+            store
+                .list(
+                    "/",
+                    &ListOptions {
+                        revision: Some(revision),
+                        ..ListOptions::default()
+                    },
+                )
+                .await
+        }
+    };
+    assert_eq!(
+        list_at(16).await,
+        Err(StoreError::Compacted {
+            requested: 16,
+            oldest: 17
+        })
+    );
+    // At 21, `/old` still has the value of revision 1, although that entry
+    // is long compacted.
+    let page = list_at(21).await.unwrap();
+    let old = &page.items[1];
+    assert_eq!(
+        (old.key.as_str(), &old.value, old.mod_revision),
+        ("/old", &json(0), 1)
+    );
+    let counter = &page.items[0];
+    assert_eq!((&counter.value, counter.mod_revision), (&json(21), 21));
+    let page = list_at(17).await.unwrap();
+    assert_eq!((page.revision, page.items[0].mod_revision), (17, 17));
+
+    assert_eq!(
+        store.watch("/", Some(16)).await.err(),
+        Some(StoreError::Compacted {
+            requested: 16,
+            oldest: 17
+        })
+    );
+    let mut events = store.watch("/", Some(17)).await.unwrap();
+    for revision in 18..=22 {
+        assert_eq!(next(&mut events).await.unwrap().revision(), revision);
+    }
+
+    // Reopening with a smaller window compacts right away.
+    let path = store.path().to_path_buf();
+    drop(events);
+    drop(store);
+    let store = EmbeddedStore::open_with(
+        &path,
+        EmbeddedOptions {
+            retained_events: 2,
+            ..EmbeddedOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(store.oldest_revision().await.unwrap(), 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_watcher_gets_every_event() {
+    let (store, _dir) = fresh().await;
+    let mut slow = store.watch("/slow/", None).await.unwrap();
+    let mut prefixed = store.watch("/slow/items/", Some(0)).await.unwrap();
+    let writes = 5_000u64;
+    let started = Instant::now();
+    let mut revision = store.create("/slow/key", json(0)).await.unwrap();
+    for n in 1..writes {
+        if n % 2 == 0 {
+            revision = store.update("/slow/key", json(n), revision).await.unwrap();
+        } else {
+            store
+                .create(&format!("/slow/items/{n:05}"), json(n))
+                .await
+                .unwrap();
+        }
+    }
+    let elapsed = started.elapsed();
+    eprintln!(
+        "{writes} sequential durable writes in {elapsed:?} ({:.0}/s)",
+        writes as f64 / elapsed.as_secs_f64()
+    );
+    let started = Instant::now();
+    for expected in 1..=writes as Revision {
+        let event = next(&mut slow).await.unwrap();
+        assert_eq!(
+            event.revision(),
+            expected,
+            "event {expected} of the slow watcher"
+        );
+    }
+    let items: Vec<Revision> = (1..writes)
+        .filter(|n| n % 2 == 1)
+        .map(|n| n as Revision + 1)
+        .collect();
+    for expected in items {
+        let event = next(&mut prefixed).await.unwrap();
+        assert_eq!(event.revision(), expected, "the prefixed slow watcher");
+    }
+    eprintln!("read {writes} events in {:?}", started.elapsed());
+    // A watch that starts late replays it all from the log, in chunks.
+    let mut late = store.watch("/slow/", Some(0)).await.unwrap();
+    for expected in 1..=writes as Revision {
+        assert_eq!(
+            next(&mut late).await.unwrap().revision(),
+            expected,
+            "the late watcher"
+        );
+    }
+    // Both go on with live events.
+    let last = store.create("/slow/items/last", json(0)).await.unwrap();
+    assert_eq!(next(&mut slow).await.unwrap().revision(), last);
+    assert_eq!(next(&mut prefixed).await.unwrap().revision(), last);
+    assert_eq!(next(&mut late).await.unwrap().revision(), last);
+}
+
+#[tokio::test]
+async fn a_watcher_behind_the_compaction_gets_compacted_and_ends() {
+    let (store, _dir) = fresh_with(EmbeddedOptions {
+        retained_events: 10,
+        watch_buffer: 4,
+    });
+    let mut events = store.watch("/", None).await.unwrap();
+    let mut revision = store.create("/k", json(0)).await.unwrap();
+    for n in 1..50 {
+        revision = store.update("/k", json(n), revision).await.unwrap();
+    }
+    match next(&mut events).await {
+        Err(StoreError::Compacted { requested, oldest }) => {
+            assert_eq!((requested, oldest), (0, 40));
+        }
+        other => panic!("expected Compacted, got {other:?}"),
+    }
+    assert!(
+        events.next().await.is_none(),
+        "the stream ends after Compacted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_watchers_and_writers() {
+    let (store, _dir) = fresh_with(EmbeddedOptions {
+        watch_buffer: 8,
+        ..EmbeddedOptions::default()
+    });
+    let watchers: Vec<_> = (0..4)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut events = store.watch("/", Some(0)).await.unwrap();
+                for expected in 1..=400 {
+                    let event = next(&mut events).await.unwrap();
+                    assert_eq!(event.revision(), expected);
+                    if expected % 50 == 0 {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for n in 0..100 {
+                    store
+                        .create(&format!("/w{w}/{n:03}"), json(n))
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in writers.into_iter().chain(watchers) {
+        task.await.unwrap();
+    }
+    assert_eq!(store.revision().await.unwrap(), 400);
+}
+
+/// Set in the child process of [`data_survives_kill_9`]: the store file to
+/// write to.
+const CRASH_CHILD: &str = "KRAKE_STORE_CRASH_CHILD";
+
+/// In the child process of [`data_survives_kill_9`]: writes until killed,
+/// printing `committed <n> <create revision> <counter revision>` after each
+/// write returned. Does nothing in a normal test run.
+#[test]
+fn crash_child_writer() {
+    let Ok(path) = std::env::var(CRASH_CHILD) else {
+        return;
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let store = EmbeddedStore::open(&path).unwrap();
+        // A second run goes on after the items of the first (the kill may
+        // have fallen between an item's create and the counter's update).
+        let start = store
+            .list("/crash/items/", &ListOptions::default())
+            .await
+            .unwrap()
+            .items
+            .len() as u64;
+        let mut counter = match store.get("/crash/counter").await.unwrap() {
+            Some(kv) => kv.mod_revision,
+            None => store.create("/crash/counter", json(0)).await.unwrap(),
+        };
+        let mut stdout = std::io::stdout().lock();
+        for n in start.. {
+            let created = store
+                .create(&format!("/crash/items/{n:08}"), json(n))
+                .await
+                .unwrap();
+            counter = store
+                .update("/crash/counter", json(n + 1), counter)
+                .await
+                .unwrap();
+            writeln!(stdout, "committed {n} {created} {counter}").unwrap();
+            stdout.flush().unwrap();
+        }
+    });
+}
+
+/// Runs [`crash_child_writer`] in a child process on `path`, SIGKILLs it
+/// once it reported `commits` writes; returns every `(n, created, counter)`
+/// it reported.
+fn write_until_killed(path: &Path, commits: usize) -> Vec<(u64, Revision, Revision)> {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "crash_child_writer",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CRASH_CHILD, path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (lines, received) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            // libtest's `test crash_child_writer ... ` may precede the first.
+            let Some((_, rest)) = line.split_once("committed ") else {
+                continue;
+            };
+            // A line cut by the kill would not parse; it reported nothing.
+            let fields: Vec<i64> = rest.split(' ').filter_map(|f| f.parse().ok()).collect();
+            let [n, created, counter] = fields[..] else {
+                continue;
+            };
+            if lines.send((n as u64, created, counter)).is_err() {
+                break;
+            }
+        }
+    });
+    let mut reported = Vec::new();
+    while reported.len() < commits {
+        match received.recv_timeout(Duration::from_secs(60)) {
+            Ok(commit) => reported.push(commit),
+            Err(error) => {
+                let _ = child.kill();
+                let status = child.wait();
+                panic!(
+                    "the child reported {} commits, then {error:?} (status {status:?})",
+                    reported.len()
+                );
+            }
+        }
+    }
+    // `Child::kill` is SIGKILL on Unix: no destructor, no flush, no close.
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "the child was killed: {status:?}");
+    // What it reported before dying counts too.
+    reporter_drain(reader, received, &mut reported);
+    reported
+}
+
+fn reporter_drain(
+    reader: std::thread::JoinHandle<()>,
+    received: mpsc::Receiver<(u64, Revision, Revision)>,
+    reported: &mut Vec<(u64, Revision, Revision)>,
+) {
+    reader.join().unwrap();
+    reported.extend(received.try_iter());
+}
+
+#[tokio::test]
+async fn data_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("crash.redb");
+    let mut all = Vec::new();
+    // Twice: the second run starts from a file that was killed once.
+    for round in 0..2 {
+        let reported = write_until_killed(&path, 30);
+        let store = EmbeddedStore::open(&path).unwrap();
+        let revision = store.revision().await.unwrap();
+        let (_, _, last) = *reported.last().unwrap();
+        assert!(
+            revision >= last,
+            "round {round}: revision {revision} after a crash, but {last} was committed"
+        );
+        for &(n, created, _) in &reported {
+            let kv = store
+                .get(&format!("/crash/items/{n:08}"))
+                .await
+                .unwrap()
+                .unwrap_or_else(|| panic!("round {round}: item {n} (revision {created}) was lost"));
+            assert_eq!(
+                (kv.value, kv.mod_revision),
+                (json(n), created),
+                "round {round}: item {n}"
+            );
+        }
+        let counter = store.get("/crash/counter").await.unwrap().unwrap();
+        assert!(
+            counter.mod_revision >= last,
+            "round {round}: the counter went back"
+        );
+        let (n, _, _) = *reported.last().unwrap();
+        assert!(
+            counter.value == json(n + 1) || counter.value == json(n + 2),
+            "round {round}: the counter is {counter:?} after item {n} was reported"
+        );
+        // The change log is whole: every revision replays, in order.
+        let mut events = store.watch("/", Some(0)).await.unwrap();
+        for expected in 1..=revision {
+            assert_eq!(
+                next(&mut events).await.unwrap().revision(),
+                expected,
+                "round {round}: replay"
+            );
+        }
+        // The store works on: the next write gets the next revision.
+        let next_revision = store
+            .create(&format!("/after/{round}"), json(0))
+            .await
+            .unwrap();
+        assert_eq!(next_revision, revision + 1, "round {round}");
+        all.extend(reported);
+    }
+    assert!(all.len() >= 60);
+}
