@@ -14,6 +14,7 @@
 //! working without slowing the test suite down. This library holds the small
 //! timing harness they share.
 
+pub mod api_suite;
 pub mod model_suite;
 
 use std::hint::black_box;
@@ -118,6 +119,14 @@ mod tests {
     #[test]
     fn model_suite_runs() {
         model_suite::run(Mode::Smoke);
+    }
+
+    /// The API suite in smoke mode: a real etcd, embedded-store servers,
+    /// a few clients and watchers; every request must succeed and every
+    /// watcher must see every event.
+    #[test]
+    fn api_suite_runs() {
+        api_suite::run(Mode::Smoke);
     }
 
     #[test]

@@ -1,0 +1,908 @@
+//! The REST API under load, against in-process baselines
+//! (`cargo bench -p krake-benches --bench api`).
+//!
+//! - **Creates against raw etcd puts.** One etcd process serves both: raw
+//!   `etcd-client` puts of a value as large as a stored Application, and
+//!   `POST /kubernetes/namespaces/bench/applications` through a krake API
+//!   server over that etcd, with 1 and 32 concurrent clients (tokio tasks in
+//!   a loop, sharing one keep-alive `reqwest` client or one etcd client).
+//!   Target: creates at >= 70% of the raw puts' throughput. Two more rows
+//!   show where the difference goes: the raw etcd transaction the store's
+//!   create sends (put if the key is absent), and `Store::create` on the
+//!   server's etcd store in-process (no HTTP, no API handling).
+//! - **GET and list on the embedded store.** 10,000 Applications in one
+//!   namespace (the first created through the API, the rest written with
+//!   `Store::create` from its stored JSON, which is much faster than 10,000
+//!   `POST`s: the embedded store fsyncs every write either way, but the API
+//!   adds HTTP and parsing). `GET` of one application (1 and 32 clients,
+//!   each client walking the 10,000 keys from its own place) against the
+//!   store's `get` of the same keys in-process; the list of all of them over
+//!   HTTP (until the last byte arrived; the client does not parse it)
+//!   against `Store::list` in-process. Target: a list of 10,000 applications
+//!   in under 100 ms.
+//! - **Watch fan-out.** 1,000 HTTP watch streams (`?watch&heartbeat=0`) on the
+//!   namespace's applications while 50 updates (`PUT`, 20 ms apart) change a
+//!   label naming the update; every watcher measures, for every event, the
+//!   time from just before the `PUT` was sent to the arrival of the event's
+//!   line (one untimed update first, which the watchers skip). The `PUT`s'
+//!   own round trips are reported too. Baseline: the same with one watcher.
+//!   Target: p99 under 50 ms, every watcher receiving every event.
+//!
+//! Everything runs in this process on one tokio runtime (the default worker
+//! count, one per core): the load generators compete for the CPU with the
+//! server, as they would with a server on a small machine, and etcd is a
+//! separate process on the same machine. 1,000 watchers need about 2,000
+//! open files (both ends of every connection are in this process); raise
+//! `ulimit -n` if the soft limit is lower.
+//!
+//! In [`Mode::Smoke`] every measurement runs on a few objects, clients and
+//! watchers for a few milliseconds, and every request must succeed.
+
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+use futures::StreamExt;
+use krake_api::ApiConfig;
+use krake_api::testing::{Backing, TestServer};
+use krake_data::kinds::kubernetes::Application;
+use krake_data::registry::Resource;
+use krake_store::ListOptions;
+use krake_store::etcd::{EtcdOptions, EtcdStore};
+use krake_store::testing::etcd::EtcdProcess;
+use reqwest::header::CONTENT_TYPE;
+use serde_json::{Value, json};
+
+use crate::{Mode, Throughput, report};
+
+/// The namespace every benchmark writes to.
+const NAMESPACE: &str = "bench";
+/// Its applications' collection.
+const APPS: &str = "/kubernetes/namespaces/bench/applications";
+/// The label whose value names an update of the watch benchmark.
+const EVENT_LABEL: &str = "bench-event";
+/// Untimed operations per client before a measurement.
+const WARM_UP: u64 = 3;
+/// How many errors of a measurement are kept for the report.
+const KEPT_ERRORS: usize = 3;
+
+/// The sizes of one run.
+#[derive(Debug, Clone)]
+struct Plan {
+    mode: Mode,
+    /// How long each throughput measurement runs.
+    budget: Duration,
+    /// The numbers of concurrent clients.
+    clients: [usize; 2],
+    /// Applications in the GET and list benchmark.
+    objects: usize,
+    /// At least this many lists per measurement (for the percentiles).
+    min_lists: u64,
+    /// Watch streams of the fan-out benchmark.
+    watchers: usize,
+    /// Updates each watcher must see.
+    events: usize,
+    /// Time between two updates.
+    event_gap: Duration,
+    /// How long a watcher waits for the last event after the last update.
+    event_timeout: Duration,
+}
+
+impl Plan {
+    fn new(mode: Mode) -> Self {
+        match mode {
+            Mode::Bench => Plan {
+                mode,
+                budget: mode.budget(),
+                clients: [1, 32],
+                objects: 10_000,
+                min_lists: 50,
+                watchers: 1_000,
+                events: 50,
+                event_gap: Duration::from_millis(20),
+                event_timeout: Duration::from_secs(10),
+            },
+            Mode::Smoke | Mode::List => Plan {
+                mode,
+                budget: mode.budget(),
+                clients: [1, 4],
+                objects: 200,
+                min_lists: 3,
+                watchers: 20,
+                events: 3,
+                event_gap: Duration::from_millis(5),
+                event_timeout: Duration::from_secs(10),
+            },
+        }
+    }
+
+    fn is_bench(&self) -> bool {
+        self.mode == Mode::Bench
+    }
+}
+
+/// Runs every measurement of the suite in `mode` (on its own tokio runtime)
+/// and prints the results.
+pub fn run(mode: Mode) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    runtime.block_on(run_async(Plan::new(mode)));
+}
+
+async fn run_async(plan: Plan) {
+    println!("krake-api REST API benchmarks ({:?} mode)", plan.mode);
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(usize::MAX)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .tcp_nodelay(true)
+        .build()
+        .expect("an HTTP client");
+    creates_against_etcd_puts(&plan, &http).await;
+    get_and_list(&plan, &http).await;
+    watch_fan_out(&plan, &http).await;
+}
+
+// --- the measurements ---
+
+/// POST creates through the API against raw etcd puts of as many bytes, on
+/// the same etcd.
+async fn creates_against_etcd_puts(plan: &Plan, http: &reqwest::Client) {
+    let etcd = EtcdProcess::start()
+        .await
+        .expect("start etcd (Debian package etcd-server)");
+    let raw = etcd.client().await.expect("an etcd client").kv_client();
+    let store = EtcdStore::connect(&[etcd.endpoint()], EtcdOptions::default())
+        .await
+        .expect("connect to etcd");
+    let server =
+        TestServer::start(Arc::new(store), ApiConfig::default(), Backing::Etcd(etcd)).await;
+    let url = Arc::new(format!("{}{APPS}", server.url()));
+
+    post_ok(http, &url, &application_body("template")).await;
+    let stored = stored_value(&server, "template").await;
+    println!(
+        "[creates vs etcd puts] a stored Application is {} bytes; raw puts write those bytes",
+        stored.len()
+    );
+    let value = Arc::new(stored);
+    // The body with a placeholder name, so that each request only formats a string.
+    let body = Arc::new(
+        serde_json::to_string(&application_body("NAME_PLACEHOLDER")).expect("JSON serializes"),
+    );
+
+    for clients in plan.clients {
+        let kv = raw.clone();
+        let put_value = value.clone();
+        let puts = load(clients, plan.budget, 0, move |client, seq| {
+            let mut kv = kv.clone();
+            let key = format!("/bench/raw/{clients}/{client}/{seq}");
+            let value = put_value.as_ref().clone();
+            async move {
+                kv.put(key, value, None)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }
+        })
+        .await;
+
+        let client_http = http.clone();
+        let url = url.clone();
+        let body = body.clone();
+        let creates = load(clients, plan.budget, 0, move |client, seq| {
+            let request = client_http
+                .post(url.as_str())
+                .header(CONTENT_TYPE, "application/json")
+                .body(body.replace("NAME_PLACEHOLDER", &format!("c{clients}-{client}-{seq}")));
+            async move { expect_ok(request.send().await).await.map(drop) }
+        })
+        .await;
+
+        // Where the difference goes: the transaction the store's create
+        // sends (put if absent), raw, then through the store, without HTTP
+        // and the API's handling.
+        let kv = raw.clone();
+        let txn_value = value.clone();
+        let txns = load(clients, plan.budget, 0, move |client, seq| {
+            let mut kv = kv.clone();
+            let key = format!("/bench/txn/{clients}/{client}/{seq}");
+            let txn = Txn::new()
+                .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(key.as_str(), txn_value.as_ref().clone(), None)]);
+            async move {
+                match kv.txn(txn).await {
+                    Ok(response) if response.succeeded() => Ok(()),
+                    Ok(_) => Err(format!("{key} exists")),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        })
+        .await;
+        let store = server.state().store().clone();
+        let create_value = value.clone();
+        let store_creates = load(clients, plan.budget, 0, move |client, seq| {
+            let store = store.clone();
+            let key = format!("/bench/store/{clients}/{client}/{seq}");
+            let value = create_value.as_ref().clone();
+            async move {
+                store
+                    .create(&key, value.into())
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }
+        })
+        .await;
+
+        let name = format!("POST application ({clients} clients)");
+        let baseline = format!("etcd put ({clients} clients)");
+        let txn_name = format!("etcd txn put-if-absent ({clients} clients)");
+        let store_name = format!("Store::create in-process ({clients} clients)");
+        creates.check(plan, &name);
+        puts.check(plan, &baseline);
+        txns.check(plan, &txn_name);
+        store_creates.check(plan, &store_name);
+        report(&name, creates.throughput, &baseline, puts.throughput);
+        report(&txn_name, txns.throughput, &baseline, puts.throughput);
+        report(
+            &store_name,
+            store_creates.throughput,
+            &baseline,
+            puts.throughput,
+        );
+        print_latencies(&name, &creates.latencies, &baseline, &puts.latencies);
+        println!("  latency {txn_name}: {}", txns.latencies.summary());
+        println!(
+            "  latency {store_name}: {}",
+            store_creates.latencies.summary()
+        );
+        if plan.is_bench() {
+            let ratio = creates.throughput.per_second() / puts.throughput.per_second();
+            println!(
+                "  target: creates >= 70% of raw etcd puts ({clients} clients): {:.1}% -> {}",
+                ratio * 100.0,
+                verdict(ratio >= 0.7)
+            );
+        }
+    }
+    server.stop().await;
+}
+
+/// GET of one application and the list of all of them, through HTTP and in
+/// process, on the embedded store.
+async fn get_and_list(plan: &Plan, http: &reqwest::Client) {
+    let server = TestServer::embedded().await;
+    let store = server.state().store().clone();
+    let base = format!("{}{APPS}", server.url());
+    let names: Vec<String> = (0..plan.objects).map(|i| format!("app-{i:05}")).collect();
+
+    let started = Instant::now();
+    post_ok(http, &base, &application_body(&names[0])).await;
+    let template: Value =
+        serde_json::from_slice(&stored_value(&server, &names[0]).await).expect("stored JSON");
+    let writes = futures::stream::iter(names.iter().enumerate().skip(1))
+        .map(|(index, name)| {
+            let mut object = template.clone();
+            object["metadata"]["name"] = Value::from(name.as_str());
+            object["metadata"]["uid"] =
+                Value::from(format!("00000000-0000-4000-8000-{index:012x}"));
+            let bytes = serde_json::to_vec(&object).expect("JSON serializes");
+            let store = store.clone();
+            let key = application_key(name);
+            async move { store.create(&key, bytes.into()).await }
+        })
+        .buffer_unordered(8)
+        .collect::<Vec<_>>()
+        .await;
+    for write in writes {
+        write.expect("the embedded store creates an application");
+    }
+    let populate = started.elapsed();
+    println!(
+        "[GET and list, embedded store] {} applications written in {:.2} s (1 POST, then Store::create with fsync per write: {:.0}/s)",
+        plan.objects,
+        populate.as_secs_f64(),
+        plan.objects as f64 / populate.as_secs_f64()
+    );
+
+    let urls = Arc::new(
+        names
+            .iter()
+            .map(|name| format!("{base}/{name}"))
+            .collect::<Vec<_>>(),
+    );
+    let keys = Arc::new(
+        names
+            .iter()
+            .map(|name| application_key(name))
+            .collect::<Vec<_>>(),
+    );
+    // Every client walks the objects from its own place.
+    let pick = |client: usize, seq: u64, len: usize| {
+        (client.wrapping_mul(7919) + usize::try_from(seq).unwrap_or(usize::MAX)) % len
+    };
+    for clients in plan.clients {
+        let client_http = http.clone();
+        let urls = urls.clone();
+        let gets = load(clients, plan.budget, 0, move |client, seq| {
+            let request = client_http.get(urls[pick(client, seq, urls.len())].as_str());
+            async move { expect_ok(request.send().await).await.map(drop) }
+        })
+        .await;
+        let store_gets = {
+            let keys = keys.clone();
+            let store = store.clone();
+            load(clients, plan.budget, 0, move |client, seq| {
+                let store = store.clone();
+                let keys = keys.clone();
+                async move {
+                    let key = &keys[pick(client, seq, keys.len())];
+                    match store.get(key).await {
+                        Ok(Some(_)) => Ok(()),
+                        Ok(None) => Err(format!("{key} is missing")),
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+            })
+            .await
+        };
+        let name = format!("GET application ({clients} clients)");
+        let baseline = format!("Store::get in-process ({clients} clients)");
+        gets.check(plan, &name);
+        store_gets.check(plan, &baseline);
+        report(&name, gets.throughput, &baseline, store_gets.throughput);
+        print_latencies(&name, &gets.latencies, &baseline, &store_gets.latencies);
+    }
+
+    // One list, checked in full; the timed ones only check status and size.
+    let full = expect_ok(http.get(&base).send().await)
+        .await
+        .expect("the list succeeds");
+    let list: Value = serde_json::from_slice(&full).expect("the list is JSON");
+    let items = list["items"].as_array().map_or(0, Vec::len);
+    assert_eq!(items, plan.objects, "the list holds every application");
+    let expected_len = full.len();
+    println!(
+        "[GET and list, embedded store] the list of {} applications is {:.2} MB of JSON",
+        plan.objects,
+        expected_len as f64 / 1e6
+    );
+    let lists = {
+        let client_http = http.clone();
+        let base = Arc::new(base.clone());
+        load(1, plan.budget, plan.min_lists, move |_, _| {
+            let request = client_http.get(base.as_str());
+            async move {
+                let body = expect_ok(request.send().await).await?;
+                // Only the resource version may differ (by a digit or so).
+                if body.len().abs_diff(expected_len) > 32 {
+                    return Err(format!(
+                        "the list is {} bytes, expected {expected_len}",
+                        body.len()
+                    ));
+                }
+                Ok(())
+            }
+        })
+        .await
+    };
+    let store_lists = {
+        let store = store.clone();
+        let prefix = Arc::new(Application::INFO.prefix(Some(NAMESPACE)));
+        let objects = plan.objects;
+        load(1, plan.budget, plan.min_lists, move |_, _| {
+            let store = store.clone();
+            let prefix = prefix.clone();
+            async move {
+                let page = store
+                    .list(&prefix, &ListOptions::default())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if page.items.len() == objects {
+                    Ok(())
+                } else {
+                    Err(format!("{} items, expected {objects}", page.items.len()))
+                }
+            }
+        })
+        .await
+    };
+    let name = format!("list {} applications over HTTP", plan.objects);
+    let baseline = "Store::list in-process";
+    lists.check(plan, &name);
+    store_lists.check(plan, baseline);
+    report(&name, lists.throughput, baseline, store_lists.throughput);
+    print_latencies(&name, &lists.latencies, baseline, &store_lists.latencies);
+    if plan.is_bench() {
+        let p50 = lists.latencies.percentile(0.50);
+        let p99 = lists.latencies.percentile(0.99);
+        println!(
+            "  target: list of {} applications in < 100 ms: p50 {} -> {}, p99 {} -> {}",
+            plan.objects,
+            millis(p50),
+            verdict(p50 < Duration::from_millis(100)),
+            millis(p99),
+            verdict(p99 < Duration::from_millis(100)),
+        );
+    }
+    server.stop().await;
+}
+
+/// Event latency of many watch streams against one.
+async fn watch_fan_out(plan: &Plan, http: &reqwest::Client) {
+    let server = TestServer::embedded().await;
+    let base = format!("{}{APPS}", server.url());
+    let created = post_ok(http, &base, &application_body("watched")).await;
+    let mut object: Value = serde_json::from_slice(&created).expect("JSON");
+    let object_url = format!("{base}/watched");
+
+    let single = watch_round(plan, http, &base, &object_url, &mut object, 1, 0).await;
+    let many = watch_round(
+        plan,
+        http,
+        &base,
+        &object_url,
+        &mut object,
+        plan.watchers,
+        1,
+    )
+    .await;
+    for round in [&single, &many] {
+        let name = format!(
+            "watch fan-out ({} watchers x {} events)",
+            round.watchers, plan.events
+        );
+        println!(
+            "{name}: event latency {} | {}/{} watchers got all events, {} of {} (watcher, event) pairs delivered",
+            round.latencies.summary(),
+            round.complete,
+            round.watchers,
+            round.latencies.len(),
+            round.watchers * plan.events,
+        );
+        println!(
+            "  latency of the updates (PUT round trip): {}",
+            round.writes.summary()
+        );
+        if !plan.is_bench() {
+            assert_eq!(round.complete, round.watchers, "{name}: lost events");
+        }
+    }
+    let ratio = |p: f64| {
+        many.latencies.percentile(p).as_secs_f64()
+            / single.latencies.percentile(p).as_secs_f64().max(1e-9)
+    };
+    println!(
+        "  latency ratio {} watchers / 1 watcher: p50 {:.2}, p99 {:.2}; {} deliveries in {:.2} s from the first update ({:.0}/s, paced by the updates)",
+        plan.watchers,
+        ratio(0.50),
+        ratio(0.99),
+        many.latencies.len(),
+        many.duration.as_secs_f64(),
+        many.latencies.len() as f64 / many.duration.as_secs_f64().max(1e-9),
+    );
+    if plan.is_bench() {
+        let p99 = many.latencies.percentile(0.99);
+        println!(
+            "  target: {} watchers with p99 event latency < 50 ms: p99 {}, {}/{} watchers complete -> {}",
+            plan.watchers,
+            millis(p99),
+            many.complete,
+            many.watchers,
+            verdict(p99 < Duration::from_millis(50) && many.complete == many.watchers),
+        );
+    }
+    server.stop().await;
+}
+
+/// The outcome of one watch round.
+#[derive(Debug)]
+struct WatchRound {
+    watchers: usize,
+    /// Watchers that saw every event.
+    complete: usize,
+    /// One per (watcher, event) delivered.
+    latencies: Latencies,
+    /// The round trip of every update (`PUT`).
+    writes: Latencies,
+    /// From the first update to the last delivery.
+    duration: Duration,
+}
+
+/// Opens `watchers` watch streams, sends the plan's updates to `object`
+/// (labelled `r<round>-e<index>`) and collects every watcher's latencies.
+async fn watch_round(
+    plan: &Plan,
+    http: &reqwest::Client,
+    collection: &str,
+    object_url: &str,
+    object: &mut Value,
+    watchers: usize,
+    round: usize,
+) -> WatchRound {
+    let watch_url = format!("{collection}?watch&heartbeat=0");
+    let responses: Vec<_> = futures::stream::iter(0..watchers)
+        .map(|_| http.get(&watch_url).send())
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    let sent: Arc<Vec<OnceLock<Instant>>> =
+        Arc::new((0..plan.events).map(|_| OnceLock::new()).collect());
+    let marker = format!("\"{EVENT_LABEL}\":\"r{round}-e").into_bytes();
+    let events = plan.events;
+    let mut readers = Vec::with_capacity(watchers);
+    for response in responses {
+        let response = response.expect("a watch opens");
+        assert_eq!(response.status(), reqwest::StatusCode::OK, "a watch opens");
+        // The server subscribed before it answered: no event can be missed.
+        let sent = sent.clone();
+        let marker = marker.clone();
+        readers.push(tokio::spawn(async move {
+            read_events(response, &marker, &sent, events).await
+        }));
+    }
+
+    // One untimed update first (watchers skip it: its label has no index),
+    // so that first-write effects do not count as fan-out latency.
+    put_label(http, object_url, object, format!("r{round}-warm-up"), None).await;
+    tokio::time::sleep(plan.event_gap).await;
+    let first_update = Instant::now();
+    let mut writes = Vec::with_capacity(plan.events);
+    for (index, send_time) in sent.iter().enumerate() {
+        let label = format!("r{round}-e{index}");
+        writes.push(put_label(http, object_url, object, label, Some(send_time)).await);
+        tokio::time::sleep(plan.event_gap).await;
+    }
+
+    let deadline = tokio::time::Instant::now() + plan.event_timeout;
+    let mut latencies = Vec::with_capacity(watchers * events);
+    let mut complete = 0;
+    let mut last_delivery = first_update;
+    for reader in readers {
+        let received = match tokio::time::timeout_at(deadline, reader).await {
+            Ok(Ok(received)) => received,
+            // Timed out or panicked: counts as incomplete with nothing received.
+            Ok(Err(_)) | Err(_) => Vec::new(),
+        };
+        if received.len() == events {
+            complete += 1;
+        }
+        for (arrival, latency) in received {
+            last_delivery = last_delivery.max(arrival);
+            latencies.push(latency);
+        }
+    }
+    WatchRound {
+        watchers,
+        complete,
+        latencies: Latencies::new(latencies),
+        writes: Latencies::new(writes),
+        duration: last_delivery.duration_since(first_update),
+    }
+}
+
+/// Sets the event label of `object` to `label` with a `PUT` (without a
+/// resource version: no precondition) and replaces `object` with the answer.
+/// `sent` gets the time just before the request is sent. Returns the round
+/// trip.
+async fn put_label(
+    http: &reqwest::Client,
+    object_url: &str,
+    object: &mut Value,
+    label: String,
+    sent: Option<&OnceLock<Instant>>,
+) -> Duration {
+    if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        metadata.remove("resource_version");
+        let labels = metadata.entry("labels").or_insert_with(|| json!({}));
+        labels[EVENT_LABEL] = Value::from(label);
+    }
+    let request = http.put(object_url).json(&*object);
+    let sent_at = Instant::now();
+    if let Some(sent) = sent {
+        let _ = sent.set(sent_at);
+    }
+    let answer = expect_ok(request.send().await)
+        .await
+        .expect("the update succeeds");
+    let round_trip = sent_at.elapsed();
+    *object = serde_json::from_slice(&answer).expect("the answer is JSON");
+    round_trip
+}
+
+/// Reads one watch stream until it saw `events` distinct updates (or the
+/// stream ends): (arrival, latency) per update.
+async fn read_events(
+    response: reqwest::Response,
+    marker: &[u8],
+    sent: &[OnceLock<Instant>],
+    events: usize,
+) -> Vec<(Instant, Duration)> {
+    let mut seen = vec![false; events];
+    let mut received = Vec::with_capacity(events);
+    let mut buffer: Vec<u8> = Vec::new();
+    let mut body = response.bytes_stream();
+    while received.len() < events {
+        let Some(Ok(chunk)) = body.next().await else {
+            break;
+        };
+        let arrival = Instant::now();
+        buffer.extend_from_slice(&chunk);
+        while let Some(end) = buffer.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = buffer.drain(..=end).collect();
+            let Some(index) = event_index(&line, marker).filter(|&i| i < events) else {
+                continue;
+            };
+            if seen[index] {
+                continue;
+            }
+            seen[index] = true;
+            if let Some(send_time) = sent[index].get() {
+                received.push((arrival, arrival.duration_since(*send_time)));
+            }
+        }
+    }
+    received
+}
+
+/// The update index in a watch line: the digits after `marker`.
+fn event_index(line: &[u8], marker: &[u8]) -> Option<usize> {
+    let start = line
+        .windows(marker.len())
+        .position(|window| window == marker)?
+        + marker.len();
+    let digits: &[u8] = &line[start..];
+    let end = digits.iter().position(|b| !b.is_ascii_digit())?;
+    std::str::from_utf8(&digits[..end]).ok()?.parse().ok()
+}
+
+// --- load generation ---
+
+/// Latencies of one measurement, sorted.
+#[derive(Debug, Default)]
+struct Latencies(Vec<Duration>);
+
+impl Latencies {
+    fn new(mut samples: Vec<Duration>) -> Self {
+        samples.sort_unstable();
+        Latencies(samples)
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The nearest-rank percentile (`p` in 0..=1); zero without samples.
+    fn percentile(&self, p: f64) -> Duration {
+        if self.0.is_empty() {
+            return Duration::ZERO;
+        }
+        let rank = (p * self.0.len() as f64).ceil() as usize;
+        self.0[rank.clamp(1, self.0.len()) - 1]
+    }
+
+    fn max(&self) -> Duration {
+        self.0.last().copied().unwrap_or_default()
+    }
+
+    fn summary(&self) -> String {
+        format!(
+            "p50 {}, p99 {}, max {} ({} samples)",
+            millis(self.percentile(0.50)),
+            millis(self.percentile(0.99)),
+            millis(self.max()),
+            self.len()
+        )
+    }
+}
+
+/// The outcome of [`load`].
+#[derive(Debug)]
+struct Load {
+    throughput: Throughput,
+    latencies: Latencies,
+    /// Failed operations (warm-up included).
+    failed: u64,
+    /// The first few errors.
+    errors: Vec<String>,
+}
+
+impl Load {
+    /// Every operation must succeed in smoke runs; a benchmark run reports
+    /// failures instead of stopping.
+    fn check(&self, plan: &Plan, name: &str) {
+        if self.failed == 0 {
+            return;
+        }
+        let message = format!(
+            "{name}: {} of {} operations failed, e.g. {:?}",
+            self.failed,
+            self.latencies.len(),
+            self.errors
+        );
+        assert!(plan.is_bench(), "{message}");
+        println!("  FAILURES {message}");
+    }
+}
+
+/// Runs `operation(client, sequence)` in a loop on `clients` concurrent tasks
+/// for `budget` (and at least `min_operations` times per task), after a short
+/// untimed warm-up, and returns the throughput and the latency of every
+/// operation.
+async fn load<F, Fut>(clients: usize, budget: Duration, min_operations: u64, operation: F) -> Load
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), String>> + Send + 'static,
+{
+    let operation = Arc::new(operation);
+    let barrier = Arc::new(tokio::sync::Barrier::new(clients));
+    let mut tasks = Vec::with_capacity(clients);
+    for client in 0..clients {
+        let operation = operation.clone();
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut errors = Vec::new();
+            let mut failed = 0u64;
+            let mut note = |result: Result<(), String>| {
+                if let Err(error) = result {
+                    failed += 1;
+                    if errors.len() < KEPT_ERRORS {
+                        errors.push(error);
+                    }
+                }
+            };
+            let mut seq = 0u64;
+            for _ in 0..WARM_UP {
+                note(operation(client, seq).await);
+                seq += 1;
+            }
+            barrier.wait().await;
+            let start = Instant::now();
+            let mut latencies = Vec::new();
+            let mut done = 0u64;
+            while start.elapsed() < budget || done < min_operations {
+                let sent = Instant::now();
+                let result = operation(client, seq).await;
+                latencies.push(sent.elapsed());
+                note(result);
+                seq += 1;
+                done += 1;
+            }
+            (start, Instant::now(), latencies, failed, errors)
+        }));
+    }
+    let mut first_start: Option<Instant> = None;
+    let mut last_end: Option<Instant> = None;
+    let mut all = Vec::new();
+    let mut failed = 0;
+    let mut errors = Vec::new();
+    for task in tasks {
+        let (start, end, latencies, task_failed, task_errors) =
+            task.await.expect("a load task finishes");
+        first_start = Some(first_start.map_or(start, |s| s.min(start)));
+        last_end = Some(last_end.map_or(end, |e| e.max(end)));
+        all.extend(latencies);
+        failed += task_failed;
+        errors.extend(task_errors);
+    }
+    errors.truncate(KEPT_ERRORS);
+    let elapsed = match (first_start, last_end) {
+        (Some(start), Some(end)) => end.duration_since(start),
+        _ => Duration::ZERO,
+    };
+    Load {
+        throughput: Throughput {
+            operations: all.len() as u64,
+            elapsed,
+        },
+        latencies: Latencies::new(all),
+        failed,
+        errors,
+    }
+}
+
+// --- helpers ---
+
+/// An Application as a user submits it: a Deployment and a Service, label
+/// constraints, no server-set fields.
+fn application_body(name: &str) -> Value {
+    json!({
+        "api": "kubernetes", "kind": "Application",
+        "metadata": {"name": name, "labels": {"tier": "web", "env": "prod"}},
+        "spec": {
+            "manifest": [
+                {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "shop"},
+                 "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "shop"}},
+                    "template": {"metadata": {"labels": {"app": "shop"}}, "spec": {"containers": [
+                        {"name": "shop", "image": "registry.example/shop:1.2.3",
+                         "ports": [{"containerPort": 8080}]}]}}}},
+                {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "shop"},
+                 "spec": {"type": "NodePort", "selector": {"app": "shop"}, "ports": [{"port": 8080}]}},
+            ],
+            "constraints": {"cluster": {"labels": ["location in (DE, AT, CH)"],
+                "custom_resources": [], "metrics": []}, "migration": true},
+            "hooks": [],
+        },
+    })
+}
+
+/// The store key of the application `name` in the benchmark namespace.
+fn application_key(name: &str) -> String {
+    Application::INFO
+        .key(Some(NAMESPACE), name)
+        .expect("a valid key")
+}
+
+/// The stored JSON of the application `name`.
+async fn stored_value(server: &TestServer, name: &str) -> Vec<u8> {
+    server
+        .state()
+        .store()
+        .get(&application_key(name))
+        .await
+        .expect("the store answers")
+        .expect("the application is stored")
+        .value
+        .to_vec()
+}
+
+/// POSTs `body` to `url`; panics unless the answer is 200. Returns the body.
+async fn post_ok(http: &reqwest::Client, url: &str, body: &Value) -> Vec<u8> {
+    expect_ok(http.post(url).json(body).send().await)
+        .await
+        .expect("the create succeeds")
+}
+
+/// The body of a 200 answer, or an error describing the answer.
+async fn expect_ok(response: Result<reqwest::Response, reqwest::Error>) -> Result<Vec<u8>, String> {
+    let response = response.map_err(|e| e.to_string())?;
+    let status = response.status();
+    let body = response.bytes().await.map_err(|e| e.to_string())?;
+    if status == reqwest::StatusCode::OK {
+        Ok(body.to_vec())
+    } else {
+        Err(format!("{status}: {}", String::from_utf8_lossy(&body)))
+    }
+}
+
+fn print_latencies(name: &str, measured: &Latencies, baseline_name: &str, baseline: &Latencies) {
+    println!(
+        "  latency {name}: {} | {baseline_name}: {}",
+        measured.summary(),
+        baseline.summary()
+    );
+}
+
+fn millis(duration: Duration) -> String {
+    format!("{:.2} ms", duration.as_secs_f64() * 1e3)
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "MET" } else { "MISSED" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_the_nearest_rank() {
+        let latencies = Latencies::new((1..=100).rev().map(Duration::from_millis).collect());
+        assert_eq!(latencies.percentile(0.50), Duration::from_millis(50));
+        assert_eq!(latencies.percentile(0.99), Duration::from_millis(99));
+        assert_eq!(latencies.max(), Duration::from_millis(100));
+        assert_eq!(Latencies::default().percentile(0.99), Duration::ZERO);
+    }
+
+    #[test]
+    fn event_index_reads_the_label() {
+        let marker = b"\"bench-event\":\"r1-e";
+        let line =
+            br#"{"type":"MODIFIED","object":{"metadata":{"labels":{"bench-event":"r1-e17"}}}}"#;
+        assert_eq!(event_index(line, marker), Some(17));
+        assert_eq!(event_index(b"{}", marker), None);
+    }
+}
