@@ -3,22 +3,92 @@
 
 use std::time::Duration;
 
-/// How requests are authenticated (Krake's `authentication` section; the
-/// Keystone, Keycloak, OIDC and certificate strategies arrive with the
-/// authentication work).
+/// How requests are authenticated: Krake's `authentication` section.
+///
+/// The chain, in order: the [`strategy`](Self::strategy) (at most one, as
+/// in Krake); then the subject common name of a verified TLS client
+/// certificate (when the server runs TLS with a client CA); then
+/// `system:anonymous` if [`allow_anonymous`](Self::allow_anonymous), else 401.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthenticationConfig {
     /// Requests nobody authenticated run as `system:anonymous`; otherwise 401.
     pub allow_anonymous: bool,
-    /// Krake's `static` strategy: every request is this user.
-    pub static_user: Option<String>,
+    /// The one strategy that reads the request (or none).
+    pub strategy: AuthenticationStrategy,
+    /// How long a token that Keystone or Keycloak accepted is trusted
+    /// without asking again (`0` asks every time).
+    pub token_cache_ttl: Duration,
+    /// The timeout of one request to Keystone, Keycloak or the OIDC issuer.
+    pub provider_timeout: Duration,
 }
 
 impl Default for AuthenticationConfig {
     fn default() -> Self {
         AuthenticationConfig {
             allow_anonymous: true,
-            static_user: None,
+            strategy: AuthenticationStrategy::None,
+            token_cache_ttl: Duration::from_secs(30),
+            provider_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Krake's `authentication.strategy`: at most one is used.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum AuthenticationStrategy {
+    /// No strategy: certificates and anonymous only.
+    #[default]
+    None,
+    /// Every request is this user (Krake's `static`; nothing after it is
+    /// consulted).
+    Static {
+        /// The user name (Krake's default: `system`).
+        name: String,
+    },
+    /// The raw `Authorization` header is a Keystone token, validated at
+    /// `GET {endpoint}/auth/tokens`; the user is `token.user.name`.
+    Keystone {
+        /// Keystone's v3 URL, e.g. `http://localhost:5000/v3`.
+        endpoint: String,
+    },
+    /// The `Authorization` header is a Keycloak access token, validated at
+    /// the realm's `userinfo` endpoint; the user is `preferred_username`.
+    Keycloak {
+        /// Keycloak's base URL, e.g. `http://localhost:9080`.
+        endpoint: String,
+        /// The realm.
+        realm: String,
+    },
+    /// Beyond Krake: a bearer JWT verified locally against the issuer's keys.
+    Oidc(OidcConfig),
+}
+
+/// Beyond Krake: OpenID Connect tokens verified without a round trip.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OidcConfig {
+    /// The issuer (`iss` must equal it); its discovery document is at
+    /// `{issuer}/.well-known/openid-configuration`.
+    pub issuer: String,
+    /// The audience (`aud` must contain it), usually the client id.
+    pub audience: String,
+    /// The JWKS URL; `None` reads `jwks_uri` from the discovery document.
+    pub jwks_url: Option<String>,
+    /// The claim holding the user name.
+    pub username_claim: String,
+    /// How long fetched keys are used before fetching them again (an
+    /// unknown key id also triggers a fetch, at most every 10 s).
+    pub jwks_ttl: Duration,
+}
+
+impl OidcConfig {
+    /// Settings for an issuer and audience, with the defaults for the rest.
+    pub fn new(issuer: impl Into<String>, audience: impl Into<String>) -> Self {
+        OidcConfig {
+            issuer: issuer.into(),
+            audience: audience.into(),
+            jwks_url: None,
+            username_claim: "preferred_username".into(),
+            jwks_ttl: Duration::from_secs(600),
         }
     }
 }
@@ -31,6 +101,8 @@ pub enum AuthorizationMode {
     AlwaysAllow,
     /// Everything is refused with 403.
     AlwaysDeny,
+    /// Krake's RBAC on Roles and RoleBindings ([`crate::rbac`]).
+    Rbac,
 }
 
 /// Settings of the API.

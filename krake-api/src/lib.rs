@@ -35,6 +35,8 @@
 //! ```
 
 pub mod auth;
+pub mod authentication;
+pub mod bootstrap;
 pub mod config;
 pub mod handlers;
 pub mod metrics;
@@ -42,16 +44,20 @@ pub mod object;
 pub mod openapi;
 pub mod pagination;
 pub mod problem;
+pub mod rbac;
 pub mod routes;
 pub mod selector;
 pub mod state;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod tls;
 pub mod watch_hub;
 
 pub use krake_store as store;
 
-pub use config::{ApiConfig, AuthenticationConfig, AuthorizationMode};
+pub use config::{
+    ApiConfig, AuthenticationConfig, AuthenticationStrategy, AuthorizationMode, OidcConfig,
+};
 pub use problem::{ApiError, Problem};
 pub use routes::router;
 pub use state::ApiState;

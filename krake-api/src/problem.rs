@@ -35,6 +35,8 @@ pub enum ProblemTitle {
     InvalidKeystoneToken,
     /// A Keycloak token was refused.
     InvalidKeycloakToken,
+    /// Beyond Krake: an OpenID Connect token (JWT) was refused.
+    InvalidOidcToken,
 }
 
 impl ProblemTitle {
@@ -47,6 +49,7 @@ impl ProblemTitle {
             ProblemTitle::TransactionError => "TRANSACTION_ERROR",
             ProblemTitle::InvalidKeystoneToken => "INVALID_KEYSTONE_TOKEN",
             ProblemTitle::InvalidKeycloakToken => "INVALID_KEYCLOAK_TOKEN",
+            ProblemTitle::InvalidOidcToken => "INVALID_OIDC_TOKEN",
         }
     }
 
@@ -157,6 +160,15 @@ impl ApiError {
         ApiError::Titled {
             status: StatusCode::CONFLICT,
             title: ProblemTitle::TransactionError,
+            detail: detail.into(),
+        }
+    }
+
+    /// 401 with a titled problem (a token the identity provider refused).
+    pub fn unauthorized(title: ProblemTitle, detail: impl Into<String>) -> Self {
+        ApiError::Titled {
+            status: StatusCode::UNAUTHORIZED,
+            title,
             detail: detail.into(),
         }
     }

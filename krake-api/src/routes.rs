@@ -1,7 +1,6 @@
 //! The router: every route of every kind, generated from the registry.
 
 use std::any::Any;
-use std::sync::Arc;
 
 use axum::Extension;
 use axum::Router;
@@ -14,7 +13,7 @@ use krake_data::registry;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::auth::authenticate;
+use crate::authentication::authenticate;
 use crate::handlers::subresource::SubresourceRef;
 use crate::handlers::{KindRef, crud, meta, subresource};
 use crate::metrics::track;
@@ -63,7 +62,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/me", get(meta::me))
         .route("/release", get(meta::release))
         .route_layer(from_fn_with_state(
-            Arc::new(state.config().authentication.clone()),
+            state.authenticator().clone(),
             authenticate,
         ));
     let public = Router::new()

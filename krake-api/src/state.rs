@@ -5,9 +5,12 @@ use std::sync::Arc;
 use krake_store::Store;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::Authorizer;
+use crate::auth::{AlwaysAllow, AlwaysDeny, Authorizer};
+use crate::authentication::Authenticator;
 use crate::config::ApiConfig;
+use crate::config::AuthorizationMode;
 use crate::metrics::Metrics;
+use crate::rbac::RbacAuthorizer;
 use crate::watch_hub::{HubConfig, WatchHub};
 
 /// The API's shared state: the store, the watch hub, settings and metrics.
@@ -23,23 +26,33 @@ struct Inner {
     hub: WatchHub,
     config: ApiConfig,
     authorizer: Arc<dyn Authorizer>,
+    rbac: Option<Arc<RbacAuthorizer>>,
+    authenticator: Arc<Authenticator>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 }
 
 impl ApiState {
     /// State over `store` with `config`; the authorizer follows
-    /// `config.authorization`.
+    /// `config.authorization` (RBAC starts following the store's Roles and
+    /// RoleBindings at once, so this must run inside a tokio runtime).
     pub fn new(store: Arc<dyn Store>, config: ApiConfig) -> Self {
-        let authorizer = Arc::new(config.authorization);
-        Self::with_authorizer(store, config, authorizer)
+        Self::build(store, config, None)
     }
 
-    /// State with a custom authorizer (RBAC, or an embedding service's own).
+    /// State with a custom authorizer (an embedding service's own policy).
     pub fn with_authorizer(
         store: Arc<dyn Store>,
         config: ApiConfig,
         authorizer: Arc<dyn Authorizer>,
+    ) -> Self {
+        Self::build(store, config, Some(authorizer))
+    }
+
+    fn build(
+        store: Arc<dyn Store>,
+        config: ApiConfig,
+        authorizer: Option<Arc<dyn Authorizer>>,
     ) -> Self {
         let metrics = Arc::new(Metrics::new());
         let store = crate::metrics::MeteredStore::wrap(store, metrics.clone());
@@ -52,12 +65,26 @@ impl ApiState {
             },
             shutdown.clone(),
         );
+        let mut rbac = None;
+        let authorizer = authorizer.unwrap_or_else(|| match config.authorization {
+            AuthorizationMode::AlwaysAllow => Arc::new(AlwaysAllow),
+            AuthorizationMode::AlwaysDeny => Arc::new(AlwaysDeny),
+            AuthorizationMode::Rbac => {
+                let authorizer =
+                    RbacAuthorizer::spawn(store.clone(), hub.clone(), shutdown.clone());
+                rbac = Some(authorizer.clone());
+                authorizer
+            }
+        });
+        let authenticator = Arc::new(Authenticator::from_config(&config.authentication));
         ApiState {
             inner: Arc::new(Inner {
                 store,
                 hub,
                 config,
                 authorizer,
+                rbac,
+                authenticator,
                 metrics,
                 shutdown,
             }),
@@ -82,6 +109,16 @@ impl ApiState {
     /// The authorizer.
     pub fn authorizer(&self) -> &dyn Authorizer {
         self.inner.authorizer.as_ref()
+    }
+
+    /// The RBAC authorizer, when `authorization` is RBAC.
+    pub fn rbac(&self) -> Option<&Arc<RbacAuthorizer>> {
+        self.inner.rbac.as_ref()
+    }
+
+    /// The authentication chain.
+    pub fn authenticator(&self) -> &Arc<Authenticator> {
+        &self.inner.authenticator
     }
 
     /// The metrics.

@@ -52,6 +52,13 @@ pub struct EtcdSection {
 pub struct TlsSection {
     /// Serve HTTPS.
     pub enabled: bool,
+    /// The server's certificate chain (PEM).
+    pub cert: Option<PathBuf>,
+    /// The server's private key (PEM).
+    pub key: Option<PathBuf>,
+    /// The CA of client certificates (PEM); clients with a certificate it
+    /// signed are the certificate's common name.
+    pub client_ca: Option<PathBuf>,
 }
 
 /// Krake's `authentication.strategy.static`.
@@ -64,12 +71,42 @@ pub struct StaticStrategy {
     pub name: Option<String>,
 }
 
-/// A strategy the server does not implement yet (only `enabled` is read).
+/// Krake's `authentication.strategy.keystone`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
-pub struct OtherStrategy {
+pub struct KeystoneStrategy {
     /// Use it.
     pub enabled: bool,
+    /// Keystone's v3 URL (Krake's default: `http://localhost:5000/v3`).
+    pub endpoint: Option<String>,
+}
+
+/// Krake's `authentication.strategy.keycloak`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct KeycloakStrategy {
+    /// Use it.
+    pub enabled: bool,
+    /// Keycloak's URL (Krake's default: `http://localhost:9080`).
+    pub endpoint: Option<String>,
+    /// The realm (Krake's default: `krake`).
+    pub realm: Option<String>,
+}
+
+/// Beyond Krake: `authentication.strategy.oidc`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct OidcStrategy {
+    /// Use it.
+    pub enabled: bool,
+    /// The issuer URL (`iss`).
+    pub issuer: Option<String>,
+    /// The audience (`aud`), usually the client id.
+    pub audience: Option<String>,
+    /// The JWKS URL (default: from the issuer's discovery document).
+    pub jwks_url: Option<String>,
+    /// The claim naming the user (default: `preferred_username`).
+    pub username_claim: Option<String>,
 }
 
 /// Krake's `authentication.strategy`.
@@ -80,9 +117,11 @@ pub struct Strategies {
     #[serde(rename = "static")]
     pub static_user: StaticStrategy,
     /// Keystone tokens.
-    pub keystone: OtherStrategy,
+    pub keystone: KeystoneStrategy,
     /// Keycloak tokens.
-    pub keycloak: OtherStrategy,
+    pub keycloak: KeycloakStrategy,
+    /// OpenID Connect JWTs (beyond Krake).
+    pub oidc: OidcStrategy,
 }
 
 /// Krake's `authentication` section.
@@ -96,6 +135,9 @@ pub struct AuthenticationSection {
     pub cors_origin: Option<String>,
     /// The strategies.
     pub strategy: Strategies,
+    /// Beyond Krake: seconds a token Keystone or Keycloak accepted is
+    /// trusted without asking again (default 30; 0 asks every time).
+    pub token_cache_ttl: Option<u64>,
 }
 
 /// Krake's `log` section (only `level` is read; the rest is Python's

@@ -16,11 +16,18 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Parser, ValueEnum};
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use krake_api::bootstrap::{self, BootstrapError, Outcome};
 use krake_api::store::Store;
 use krake_api::store::embedded::EmbeddedStore;
 use krake_api::store::etcd::{EtcdOptions, EtcdStore};
-use krake_api::{ApiConfig, ApiState, AuthenticationConfig, AuthorizationMode, router};
+use krake_api::tls::{PeerInfo, TlsError, TlsFiles, TlsListener};
+use krake_api::{
+    ApiConfig, ApiState, AuthenticationConfig, AuthenticationStrategy, AuthorizationMode,
+    OidcConfig, router,
+};
 
 use crate::config::{ConfigError, FileConfig};
 
@@ -53,9 +60,26 @@ struct Cli {
     /// Folder of the embedded store [default: ./data].
     #[arg(long, env = "KRAKE_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// always-allow or always-deny.
+    /// always-allow, always-deny or RBAC.
     #[arg(long, env = "KRAKE_AUTHORIZATION")]
     authorization: Option<String>,
+    /// Serve HTTPS (needs --tls-cert and --tls-key).
+    #[arg(long, env = "KRAKE_TLS_ENABLED")]
+    tls_enabled: Option<bool>,
+    /// The server's certificate chain (PEM).
+    #[arg(long, env = "KRAKE_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// The server's private key (PEM).
+    #[arg(long, env = "KRAKE_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// The CA of client certificates (PEM): a client with a certificate it
+    /// signed is the certificate's common name.
+    #[arg(long, env = "KRAKE_TLS_CLIENT_CA")]
+    tls_client_ca: Option<PathBuf>,
+    /// Load these YAML manifests (Roles, RoleBindings, any kind) before
+    /// serving, as `bootstrap` does; repeatable.
+    #[arg(long = "bootstrap", value_name = "FILE")]
+    bootstrap_files: Vec<PathBuf>,
     /// Let unauthenticated requests run as system:anonymous.
     #[arg(long, env = "KRAKE_ALLOW_ANONYMOUS")]
     allow_anonymous: Option<bool>,
@@ -65,6 +89,25 @@ struct Cli {
     /// Log format.
     #[arg(long, env = "KRAKE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// What to do (default: serve the API).
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// The server's commands.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Load YAML manifests (multi-document; Roles, RoleBindings or any kind)
+    /// into the configured store through the API's validation, and exit.
+    /// Objects that exist are left alone unless --force is given.
+    Bootstrap {
+        /// The manifests.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Update objects that exist.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// Where the objects are kept.
@@ -80,6 +123,8 @@ struct Settings {
     address: String,
     store: StoreChoice,
     api: ApiConfig,
+    tls: Option<TlsFiles>,
+    bootstrap: Vec<PathBuf>,
     log_filter: String,
     log_format: LogFormat,
 }
@@ -99,6 +144,20 @@ enum ServerError {
     },
     #[error("server failed: {0}")]
     Serve(#[source] std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("cannot read {path}: {source}")]
+    ReadManifest {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Bootstrap {
+        path: PathBuf,
+        #[source]
+        source: BootstrapError,
+    },
 }
 
 fn load_file(cli: &Cli) -> Result<FileConfig, ConfigError> {
@@ -126,50 +185,45 @@ fn python_level_to_filter(level: &str) -> String {
 
 fn settings(cli: Cli) -> Result<Settings, ConfigError> {
     let file = load_file(&cli)?;
-    if file.tls.enabled {
-        return Err(ConfigError::Unsupported(
-            "tls.enabled: TLS is not implemented yet in this version of krake-server".into(),
-        ));
-    }
-    let strategies = &file.authentication.strategy;
-    if strategies.keystone.enabled || strategies.keycloak.enabled {
-        return Err(ConfigError::Unsupported(
-            "authentication.strategy: keystone and keycloak are not implemented yet".into(),
-        ));
-    }
-    let authorization = match cli
+    let tls = if cli.tls_enabled.unwrap_or(file.tls.enabled) {
+        let missing = |key: &str| {
+            ConfigError::Unsupported(format!("tls.enabled needs tls.{key} (or --tls-{key})"))
+        };
+        Some(TlsFiles {
+            cert: cli
+                .tls_cert
+                .clone()
+                .or(file.tls.cert.clone())
+                .ok_or_else(|| missing("cert"))?,
+            key: cli
+                .tls_key
+                .clone()
+                .or(file.tls.key.clone())
+                .ok_or_else(|| missing("key"))?,
+            client_ca: cli.tls_client_ca.clone().or(file.tls.client_ca.clone()),
+        })
+    } else {
+        None
+    };
+    let authorization: AuthorizationMode = cli
         .authorization
-        .or(file.authorization)
+        .clone()
+        .or(file.authorization.clone())
         .as_deref()
         .unwrap_or("always-allow")
-    {
-        "always-allow" => AuthorizationMode::AlwaysAllow,
-        "always-deny" => AuthorizationMode::AlwaysDeny,
-        "RBAC" => {
-            return Err(ConfigError::Unsupported(
-                "authorization: RBAC is not implemented yet".into(),
-            ));
-        }
-        other => {
-            return Err(ConfigError::Unsupported(format!(
-                "authorization: {other:?} (use always-allow, always-deny or RBAC)"
-            )));
-        }
-    };
-    let static_user = strategies.static_user.enabled.then(|| {
-        strategies
-            .static_user
-            .name
-            .clone()
-            .unwrap_or_else(|| "system".to_owned())
-    });
-    let authentication = AuthenticationConfig {
+        .parse()
+        .map_err(ConfigError::Unsupported)?;
+    let mut authentication = AuthenticationConfig {
         allow_anonymous: cli
             .allow_anonymous
             .or(file.authentication.allow_anonymous)
             .unwrap_or(true),
-        static_user,
+        strategy: strategy(&file.authentication.strategy)?,
+        ..AuthenticationConfig::default()
     };
+    if let Some(seconds) = file.authentication.token_cache_ttl {
+        authentication.token_cache_ttl = Duration::from_secs(seconds);
+    }
     let mut endpoints = cli.etcd.clone();
     if endpoints.is_empty() {
         if let Some(etcd) = &file.etcd {
@@ -230,9 +284,56 @@ fn settings(cli: Cli) -> Result<Settings, ConfigError> {
         address,
         store,
         api,
+        tls,
+        bootstrap: cli.bootstrap_files,
         log_filter,
         log_format: cli.log_format,
     })
+}
+
+/// The one strategy of `authentication.strategy`, chosen as Krake does:
+/// the first enabled of static, keystone, keycloak (then oidc).
+fn strategy(strategies: &config::Strategies) -> Result<AuthenticationStrategy, ConfigError> {
+    if strategies.static_user.enabled {
+        let name = strategies.static_user.name.clone();
+        return Ok(AuthenticationStrategy::Static {
+            name: name.unwrap_or_else(|| "system".to_owned()),
+        });
+    }
+    if strategies.keystone.enabled {
+        let endpoint = strategies.keystone.endpoint.clone();
+        return Ok(AuthenticationStrategy::Keystone {
+            endpoint: endpoint.unwrap_or_else(|| "http://localhost:5000/v3".to_owned()),
+        });
+    }
+    if strategies.keycloak.enabled {
+        let keycloak = &strategies.keycloak;
+        return Ok(AuthenticationStrategy::Keycloak {
+            endpoint: keycloak
+                .endpoint
+                .clone()
+                .unwrap_or_else(|| "http://localhost:9080".to_owned()),
+            realm: keycloak.realm.clone().unwrap_or_else(|| "krake".to_owned()),
+        });
+    }
+    let oidc = &strategies.oidc;
+    if oidc.enabled {
+        let required = |value: &Option<String>, key: &str| {
+            value.clone().ok_or_else(|| {
+                ConfigError::Unsupported(format!("authentication.strategy.oidc needs {key}"))
+            })
+        };
+        let mut config = OidcConfig::new(
+            required(&oidc.issuer, "issuer")?,
+            required(&oidc.audience, "audience")?,
+        );
+        config.jwks_url = oidc.jwks_url.clone();
+        if let Some(claim) = &oidc.username_claim {
+            config.username_claim = claim.clone();
+        }
+        return Ok(AuthenticationStrategy::Oidc(config));
+    }
+    Ok(AuthenticationStrategy::None)
 }
 
 fn init_logging(filter: &str, format: LogFormat) {
@@ -285,10 +386,52 @@ async fn shutdown_signal(state: ApiState) {
     state.shutdown();
 }
 
+/// Loads every manifest of `files` into `store`, logging what happened.
+async fn load_manifests(
+    store: &Arc<dyn Store>,
+    files: &[PathBuf],
+    force: bool,
+) -> Result<(), ServerError> {
+    for path in files {
+        let text = std::fs::read_to_string(path).map_err(|source| ServerError::ReadManifest {
+            path: path.clone(),
+            source,
+        })?;
+        let loaded = bootstrap::load(store.clone(), &text, force)
+            .await
+            .map_err(|source| ServerError::Bootstrap {
+                path: path.clone(),
+                source,
+            })?;
+        for item in loaded {
+            let outcome = match item.outcome {
+                Outcome::Created => "created",
+                Outcome::Exists => "exists (left alone; --force updates it)",
+                Outcome::Updated => "updated",
+                Outcome::Unchanged => "unchanged",
+            };
+            tracing::debug!(file = %path.display(), object = %item.object, "{outcome}");
+            println!("{}: {outcome}", item.object);
+        }
+    }
+    Ok(())
+}
+
 async fn serve(settings: Settings) -> Result<(), ServerError> {
     let store = open_store(&settings.store).await?;
+    load_manifests(&store, &settings.bootstrap, false).await?;
+    let tls = settings
+        .tls
+        .as_ref()
+        .map(krake_api::tls::server_config)
+        .transpose()?;
     let state = ApiState::new(store, settings.api);
-    let app = router(state.clone());
+    if let Some(rbac) = state.rbac() {
+        if !rbac.wait_loaded(Duration::from_secs(10)).await {
+            tracing::warn!("RBAC roles are not loaded yet; requests get 503 until they are");
+        }
+    }
+    let app = router(state.clone()).into_make_service_with_connect_info::<PeerInfo>();
     let listener = tokio::net::TcpListener::bind(&settings.address)
         .await
         .map_err(|source| ServerError::Listen {
@@ -296,17 +439,38 @@ async fn serve(settings: Settings) -> Result<(), ServerError> {
             source,
         })?;
     let local: Option<SocketAddr> = listener.local_addr().ok();
-    tracing::info!(address = ?local, "krake-server listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal(state))
-        .await
-        .map_err(ServerError::Serve)?;
+    match tls {
+        Some(config) => {
+            tracing::info!(address = ?local, "krake-server listening (HTTPS)");
+            axum::serve(TlsListener::new(listener, config), app)
+                .with_graceful_shutdown(shutdown_signal(state))
+                .await
+        }
+        None => {
+            tracing::info!(address = ?local, "krake-server listening");
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown_signal(state))
+                .await
+        }
+    }
+    .map_err(ServerError::Serve)?;
     tracing::info!("krake-server stopped");
     Ok(())
 }
 
+async fn run(settings: Settings, command: Option<Command>) -> Result<(), ServerError> {
+    match command {
+        None => serve(settings).await,
+        Some(Command::Bootstrap { files, force }) => {
+            let store = open_store(&settings.store).await?;
+            load_manifests(&store, &files, force).await
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    let command = cli.command.take();
     let settings = match settings(cli) {
         Ok(settings) => settings,
         Err(err) => {
@@ -325,7 +489,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(settings)) {
+    match runtime.block_on(run(settings, command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("krake-server: {err}");

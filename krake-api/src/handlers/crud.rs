@@ -113,14 +113,14 @@ pub async fn list(
     Query(query): QueryMap,
 ) -> Result<Response, ApiError> {
     let target = Target::new(kind, &params);
-    target.authorize(&state, &user, kind.plural, Verb::List)?;
+    let access = target.authorize(&state, &user, kind.plural, Verb::List)?;
     let selector = match query.get("label_selector") {
         Some(text) => LabelSelector::parse(text)
             .map_err(|err| ApiError::http_detail(StatusCode::BAD_REQUEST, err))?,
         None => LabelSelector::default(),
     };
     if flag(&query, "watch") {
-        return watch::watch(&state, &target, &query, selector).await;
+        return watch::watch(&state, &target, &query, selector, access).await;
     }
     let limit: Option<usize> = int_param(&query, "limit")?;
     let limit = limit.filter(|&l| l > 0);
@@ -142,7 +142,8 @@ pub async fn list(
     let mut items = Vec::with_capacity(page.items.len());
     for kv in &page.items {
         let object = object::decode_kv(kv)?;
-        if selector.is_empty() || selector.matches(&object::labels(&object)) {
+        let visible = access.allows(object::namespace(&object));
+        if visible && (selector.is_empty() || selector.matches(&object::labels(&object))) {
             items.push(object);
         }
     }

@@ -30,6 +30,9 @@ pub async fn me(
     State(state): State<ApiState>,
     Extension(user): Extension<User>,
 ) -> Result<Json<Value>, ApiError> {
+    if let Some(roles) = state.authorizer().roles_of(&user) {
+        return Ok(Json(json!({"user": user.name(), "roles": roles})));
+    }
     let page = state
         .store()
         .list(&ROLE_BINDING.prefix(None), &ListOptions::default())

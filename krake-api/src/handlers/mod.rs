@@ -13,7 +13,7 @@ use krake_data::KindInfo;
 use krake_data::kinds::core::Verb;
 use serde_json::Value;
 
-use crate::auth::{AccessRequest, User};
+use crate::auth::{Access, AccessRequest, Scope, User};
 use crate::problem::ApiError;
 use crate::state::ApiState;
 
@@ -64,22 +64,31 @@ impl Target {
             .map_err(|_| self.not_found())
     }
 
+    /// Where the request acts: a namespace, a global kind, or all namespaces.
+    pub fn scope(&self) -> Scope<'_> {
+        match (&self.namespace, self.kind.is_namespaced()) {
+            (Some(namespace), _) => Scope::Namespace(namespace),
+            (None, true) => Scope::AllNamespaces,
+            (None, false) => Scope::Global,
+        }
+    }
+
     /// Checks that `user` may do `verb` on `resource` (the plural, or
-    /// `<plural>/<sub>`) here.
+    /// `<plural>/<sub>`) here; returns what it may see.
     pub fn authorize(
         &self,
         state: &ApiState,
         user: &User,
         resource: &str,
         verb: Verb,
-    ) -> Result<(), ApiError> {
+    ) -> Result<Access, ApiError> {
         state.authorizer().authorize(
             user,
             &AccessRequest {
                 api: self.kind.api,
                 resource,
                 verb,
-                namespace: self.ns(),
+                scope: self.scope(),
             },
         )
     }

@@ -19,6 +19,7 @@ use krake_store::Revision;
 use serde_json::Value;
 
 use super::{Target, int_param};
+use crate::auth::Access;
 use crate::problem::ApiError;
 use crate::selector::LabelSelector;
 use crate::state::ApiState;
@@ -33,6 +34,7 @@ pub async fn watch(
     target: &Target,
     query: &HashMap<String, String>,
     selector: LabelSelector,
+    access: Access,
 ) -> Result<Response, ApiError> {
     let heartbeat: Option<i64> = int_param(query, "heartbeat")?;
     let heartbeat = match heartbeat {
@@ -65,6 +67,7 @@ pub async fn watch(
         let keep = match &item {
             Ok(item) => {
                 (namespace.is_none() || item.namespace == namespace)
+                    && access.allows(item.namespace.as_deref())
                     && (selector.is_empty()
                         || selector.matches(&crate::object::labels(&item.object)))
             }

@@ -1,0 +1,275 @@
+//! Who is asking: Krake's authentication chain.
+//!
+//! For every request, in this order (Krake's, `api/middlewares.py`):
+//! 1. at most one strategy ([`AuthenticationStrategy`]): `static` makes every
+//!    request one user; `keystone`, `keycloak` and (beyond Krake) `oidc`
+//!    verify the token in the `Authorization` header (the raw token, as
+//!    Krake expects; a `Bearer ` prefix is accepted too) and refuse a bad
+//!    one with 401; without the header the chain goes on;
+//! 2. the subject common name of the TLS client certificate, when the server
+//!    runs TLS with a client CA ([`crate::tls`]);
+//! 3. `system:anonymous` if anonymous access is allowed (and always for
+//!    `OPTIONS`), else 401 "No user has been authenticated.".
+//!
+//! A provider that cannot be reached, or answers with a server error, gives
+//! 503 with a problem body, never 500. Tokens Keystone or Keycloak accepted
+//! are remembered for a short time ([`TokenCache`]), so not every request
+//! costs a round trip; OIDC tokens are verified locally against the
+//! issuer's keys, fetched once and cached.
+
+mod keycloak;
+mod keystone;
+mod oidc;
+mod token_cache;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+pub use keycloak::Keycloak;
+pub use keystone::Keystone;
+pub use oidc::Oidc;
+pub use token_cache::TokenCache;
+
+use crate::auth::{ANONYMOUS, User};
+use crate::config::{AuthenticationConfig, AuthenticationStrategy};
+use crate::problem::ApiError;
+use crate::tls::PeerInfo;
+
+/// Verifies a token and names its user: the Keystone, Keycloak and OIDC
+/// strategies, or an embedding service's own.
+#[async_trait]
+pub trait TokenVerifier: Send + Sync + std::fmt::Debug + 'static {
+    /// The user of a valid token; 401 for an invalid one, 503 if the
+    /// identity provider cannot answer.
+    async fn verify(&self, token: &str) -> Result<String, ApiError>;
+}
+
+/// The authentication chain of one API server.
+#[derive(Debug, Clone)]
+pub struct Authenticator {
+    static_user: Option<Arc<str>>,
+    verifier: Option<Arc<dyn TokenVerifier>>,
+    allow_anonymous: bool,
+}
+
+impl Authenticator {
+    /// The chain `config` describes.
+    pub fn from_config(config: &AuthenticationConfig) -> Self {
+        let client = || {
+            reqwest::Client::builder()
+                .timeout(config.provider_timeout)
+                .connect_timeout(config.provider_timeout)
+                .build()
+        };
+        let cached = |verifier: Arc<dyn TokenVerifier>| -> Arc<dyn TokenVerifier> {
+            if config.token_cache_ttl.is_zero() {
+                verifier
+            } else {
+                Arc::new(TokenCache::new(verifier, config.token_cache_ttl))
+            }
+        };
+        let mut authenticator = Authenticator {
+            static_user: None,
+            verifier: None,
+            allow_anonymous: config.allow_anonymous,
+        };
+        let verifier: Result<Arc<dyn TokenVerifier>, reqwest::Error> = match &config.strategy {
+            AuthenticationStrategy::None => return authenticator,
+            AuthenticationStrategy::Static { name } => {
+                authenticator.static_user = Some(Arc::from(name.as_str()));
+                return authenticator;
+            }
+            AuthenticationStrategy::Keystone { endpoint } => {
+                client().map(|client| cached(Arc::new(Keystone::new(client, endpoint))))
+            }
+            AuthenticationStrategy::Keycloak { endpoint, realm } => {
+                client().map(|client| cached(Arc::new(Keycloak::new(client, endpoint, realm))))
+            }
+            AuthenticationStrategy::Oidc(oidc) => client()
+                .map(|client| Arc::new(Oidc::new(client, oidc.clone())) as Arc<dyn TokenVerifier>),
+        };
+        authenticator.verifier = Some(verifier.unwrap_or_else(|err| {
+            tracing::error!(error = %err, "cannot create the identity provider's HTTP client");
+            Arc::new(Broken(err.to_string()))
+        }));
+        authenticator
+    }
+
+    /// A chain with a custom token verifier (and no static user).
+    pub fn with_verifier(verifier: Arc<dyn TokenVerifier>, allow_anonymous: bool) -> Self {
+        Authenticator {
+            static_user: None,
+            verifier: Some(verifier),
+            allow_anonymous,
+        }
+    }
+
+    /// The user of a request with these headers, over a connection from
+    /// `peer` (when served by [`TlsListener`](crate::tls::TlsListener)).
+    pub async fn authenticate(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+        peer: Option<&PeerInfo>,
+    ) -> Result<User, ApiError> {
+        if let Some(name) = &self.static_user {
+            return Ok(User(name.clone()));
+        }
+        if let (Some(verifier), Some(token)) = (&self.verifier, token(headers)) {
+            return verifier.verify(token).await.map(User::new);
+        }
+        if let Some(name) = peer.and_then(|peer| peer.common_name.clone()) {
+            return Ok(User(name));
+        }
+        if self.allow_anonymous || method == Method::OPTIONS {
+            return Ok(User::new(ANONYMOUS));
+        }
+        Err(ApiError::http_detail(
+            StatusCode::UNAUTHORIZED,
+            "No user has been authenticated.",
+        ))
+    }
+}
+
+/// The token of the `Authorization` header: the raw value (Krake's way),
+/// or what follows `Bearer `.
+fn token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let token = match value.split_once(' ') {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+        _ => value,
+    };
+    (!token.is_empty()).then_some(token)
+}
+
+/// A verifier whose HTTP client could not be built: every token gets 503.
+#[derive(Debug)]
+struct Broken(String);
+
+#[async_trait]
+impl TokenVerifier for Broken {
+    async fn verify(&self, _token: &str) -> Result<String, ApiError> {
+        Err(ApiError::Unavailable(format!(
+            "the identity provider's client is unusable: {}",
+            self.0
+        )))
+    }
+}
+
+/// Middleware: attaches the [`User`] of the request, or answers 401 (503
+/// if the identity provider is down).
+pub async fn authenticate(
+    State(authenticator): State<Arc<Authenticator>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<PeerInfo>>()
+        .map(|info| info.0.clone());
+    match authenticator
+        .authenticate(request.method(), request.headers(), peer.as_ref())
+        .await
+    {
+        Ok(user) => {
+            request.extensions_mut().insert(user);
+            next.run(request).await
+        }
+        Err(err) => err.into_response(),
+    }
+}
+
+/// A provider's answer as an error: 503 for server errors (it is down or
+/// broken), the provider's 401 otherwise.
+fn provider_status_error(
+    provider: &str,
+    status: reqwest::StatusCode,
+    refused: impl FnOnce() -> ApiError,
+) -> ApiError {
+    if status.is_server_error() {
+        ApiError::Unavailable(format!("{provider} answered {status}"))
+    } else {
+        refused()
+    }
+}
+
+/// A provider that could not be reached: 503.
+fn provider_unreachable(provider: &str, err: &reqwest::Error) -> ApiError {
+    ApiError::Unavailable(format!("cannot reach {provider}: {err}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn headers(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn tokens_are_raw_or_bearer() {
+        assert_eq!(token(&headers("abc")), Some("abc"));
+        assert_eq!(token(&headers("Bearer abc")), Some("abc"));
+        assert_eq!(token(&headers("bearer  abc ")), Some("abc"));
+        assert_eq!(token(&headers("  ")), None);
+        assert_eq!(token(&HeaderMap::new()), None);
+    }
+
+    #[tokio::test]
+    async fn the_chain_falls_through_to_certificates_then_anonymous() {
+        let config = AuthenticationConfig {
+            allow_anonymous: false,
+            ..AuthenticationConfig::default()
+        };
+        let chain = Authenticator::from_config(&config);
+        let peer = PeerInfo {
+            remote: "127.0.0.1:1".parse().unwrap(),
+            common_name: Some(Arc::from("system:scheduler")),
+        };
+        let user = chain
+            .authenticate(&Method::GET, &HeaderMap::new(), Some(&peer))
+            .await
+            .unwrap();
+        assert_eq!(user.name(), "system:scheduler");
+        let err = chain
+            .authenticate(&Method::GET, &HeaderMap::new(), None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            err.problem().detail.as_deref(),
+            Some("401: No user has been authenticated.")
+        );
+        let options = chain
+            .authenticate(&Method::OPTIONS, &HeaderMap::new(), None)
+            .await
+            .unwrap();
+        assert!(options.is_anonymous());
+    }
+
+    #[tokio::test]
+    async fn static_wins_over_everything() {
+        let config = AuthenticationConfig {
+            allow_anonymous: false,
+            strategy: AuthenticationStrategy::Static {
+                name: "system".into(),
+            },
+            ..AuthenticationConfig::default()
+        };
+        let chain = Authenticator::from_config(&config);
+        let user = chain
+            .authenticate(&Method::GET, &headers("token"), None)
+            .await
+            .unwrap();
+        assert_eq!(user.name(), "system");
+    }
+}
