@@ -16,7 +16,8 @@
 //! [`RbacAuthorizer`] keeps the policy current without reading the store per
 //! request: it lists Roles and RoleBindings once, then follows their changes
 //! through the API's [`WatchHub`], rebuilding the policy on every change
-//! (within milliseconds). If the store goes away it keeps the last policy
+//! (within milliseconds). A Role or RoleBinding whose deletion was requested
+//! stops counting at once, even while finalizers keep it. If the store goes away it keeps the last policy
 //! and resynchronises when it is back; before the first load every request
 //! gets 503.
 
@@ -327,7 +328,9 @@ fn apply<T: DeserializeOwned>(
     object: &serde_json::Value,
     deleted: bool,
 ) {
-    if deleted {
+    // An object being deleted grants nothing any more, even while its
+    // finalizers keep it in the store.
+    if deleted || object::is_deleted(object) {
         into.remove(key);
         return;
     }

@@ -9,6 +9,8 @@
 //! # }
 //! ```
 
+pub mod pki;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -18,6 +20,7 @@ use krake_store::etcd::{EtcdOptions, EtcdStore};
 use krake_store::testing::etcd::EtcdProcess;
 use tokio::task::JoinHandle;
 
+use crate::tls::{PeerInfo, TlsListener};
 use crate::{ApiConfig, ApiState, router};
 
 /// What keeps a test server's store alive.
@@ -29,10 +32,42 @@ pub enum Backing {
     Etcd(EtcdProcess),
 }
 
+/// A fresh embedded store in a temporary folder.
+///
+/// # Panics
+///
+/// If the folder or the store cannot be made.
+pub fn embedded_store() -> (Arc<dyn Store>, Backing) {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let store =
+        EmbeddedStore::open(dir.path().join("krake.redb")).expect("open the embedded store");
+    (Arc::new(store), Backing::Embedded(dir))
+}
+
+/// A store over a fresh, real etcd process (Debian package `etcd-server`).
+///
+/// # Panics
+///
+/// If etcd cannot be started or reached.
+pub async fn etcd_store() -> (Arc<dyn Store>, Backing) {
+    let etcd = EtcdProcess::start()
+        .await
+        .expect("start etcd (Debian package etcd-server)");
+    let options = EtcdOptions {
+        request_timeout: std::time::Duration::from_secs(2),
+        ..EtcdOptions::default()
+    };
+    let store = EtcdStore::connect(&[etcd.endpoint()], options)
+        .await
+        .expect("connect to etcd");
+    (Arc::new(store), Backing::Etcd(etcd))
+}
+
 /// An API server serving on `127.0.0.1:<free port>` until dropped.
 #[derive(Debug)]
 pub struct TestServer {
     address: SocketAddr,
+    tls: bool,
     state: ApiState,
     task: Option<JoinHandle<()>>,
     backing: Backing,
@@ -46,10 +81,8 @@ impl TestServer {
 
     /// A server over a fresh embedded store.
     pub async fn embedded_with(config: ApiConfig) -> Self {
-        let dir = tempfile::tempdir().expect("a temporary folder");
-        let store =
-            EmbeddedStore::open(dir.path().join("krake.redb")).expect("open the embedded store");
-        Self::start(Arc::new(store), config, Backing::Embedded(dir)).await
+        let (store, backing) = embedded_store();
+        Self::start(store, config, backing).await
     }
 
     /// A server over a fresh, real etcd process with the default configuration.
@@ -59,44 +92,67 @@ impl TestServer {
 
     /// A server over a fresh, real etcd process.
     pub async fn etcd_with(config: ApiConfig) -> Self {
-        let etcd = EtcdProcess::start()
-            .await
-            .expect("start etcd (Debian package etcd-server)");
-        let options = EtcdOptions {
-            request_timeout: std::time::Duration::from_secs(2),
-            ..EtcdOptions::default()
-        };
-        let store = EtcdStore::connect(&[etcd.endpoint()], options)
-            .await
-            .expect("connect to etcd");
-        Self::start(Arc::new(store), config, Backing::Etcd(etcd)).await
+        let (store, backing) = etcd_store().await;
+        Self::start(store, config, backing).await
     }
 
     /// A server over any store.
     pub async fn start(store: Arc<dyn Store>, config: ApiConfig, backing: Backing) -> Self {
+        Self::start_with(store, config, backing, None).await
+    }
+
+    /// A server over any store, serving HTTPS with `tls` if given (client
+    /// certificates become users, as in `krake-server`). With RBAC it
+    /// returns once the roles are loaded.
+    pub async fn start_with(
+        store: Arc<dyn Store>,
+        config: ApiConfig,
+        backing: Backing,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Self {
         let state = ApiState::new(store, config);
+        if let Some(rbac) = state.rbac() {
+            rbac.wait_loaded(std::time::Duration::from_secs(10)).await;
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind a loopback port");
         let address = listener.local_addr().expect("a local address");
-        let app = router(state.clone());
+        let app = router(state.clone()).into_make_service_with_connect_info::<PeerInfo>();
         let shutdown = state.shutdown_token().clone();
+        let is_tls = tls.is_some();
         let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { shutdown.cancelled().await })
-                .await;
+            let stop = async move { shutdown.cancelled().await };
+            let _ = match tls {
+                Some(config) => {
+                    axum::serve(TlsListener::new(listener, config), app)
+                        .with_graceful_shutdown(stop)
+                        .await
+                }
+                None => {
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(stop)
+                        .await
+                }
+            };
         });
         TestServer {
             address,
+            tls: is_tls,
             state,
             task: Some(task),
             backing,
         }
     }
 
-    /// The base URL, e.g. `http://127.0.0.1:41234`.
+    /// The base URL, e.g. `http://127.0.0.1:41234` (`https://localhost:...`
+    /// with TLS, the name the test certificates carry).
     pub fn url(&self) -> String {
-        format!("http://{}", self.address)
+        if self.tls {
+            format!("https://localhost:{}", self.address.port())
+        } else {
+            format!("http://{}", self.address)
+        }
     }
 
     /// The server's state (store, hub, metrics).
