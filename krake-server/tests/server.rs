@@ -142,3 +142,152 @@ fn bad_configuration_is_one_clear_line() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2), "clap usage error");
 }
+
+/// The README's TLS + RBAC set-up, end to end: certificates, `bootstrap`
+/// of the base roles (idempotent, and a bad file writes nothing), then the
+/// server with TLS, client certificates and RBAC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_and_rbac_set_up_end_to_end() {
+    use krake_api::testing::pki::TestCa;
+
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("krake CA");
+    let files = ca.server_files(dir.path());
+    let port = free_port();
+    let config = dir.path().join("api.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "port: {port}\nstore: {{data_dir: {data}}}\ntls:\n  enabled: true\n  cert: {cert}\n  key: {key}\n  client_ca: {ca}\n\
+             authentication:\n  allow_anonymous: false\nauthorization: RBAC\n",
+            data = dir.path().join("data").display(),
+            cert = files.cert.display(),
+            key = files.key.display(),
+            ca = files.client_ca.as_ref().unwrap().display(),
+        ),
+    )
+    .unwrap();
+    let krake_server = || {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_krake-server"));
+        command
+            .args(["--config", config.to_str().unwrap()])
+            .env("KRAKE_LOG_LEVEL", "warn");
+        command
+    };
+    let base_roles = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/base_roles.yaml");
+
+    let output = krake_server()
+        .args(["bootstrap", base_roles])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(stdout.contains("Role role:system: created"), "{stdout}");
+    let again = krake_server()
+        .args(["bootstrap", base_roles])
+        .output()
+        .unwrap();
+    let again = String::from_utf8(again.stdout).unwrap();
+    assert!(
+        !again.contains("created"),
+        "bootstrap is idempotent: {again}"
+    );
+    assert!(again.contains("Role role:system: exists"), "{again}");
+
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "api: core\nkind: Role\nmetadata: {name: fine}\nrules: []\n---\napi: core\nkind: Role\nmetadata: {name: 'not fine!'}\nrules: []\n",
+    )
+    .unwrap();
+    let output = krake_server()
+        .args(["bootstrap", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("document 2"), "{stderr}");
+
+    let child = krake_server()
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = Server {
+        child,
+        url: format!("https://localhost:{port}"),
+    };
+    let root = reqwest::Certificate::from_pem(ca.cert_pem().as_bytes()).unwrap();
+    let client = |user: Option<&str>| {
+        let mut builder = reqwest::Client::builder().tls_certs_only([root.clone()]);
+        if let Some(user) = user {
+            let identity = ca.client(user).identity_pem();
+            builder = builder.identity(reqwest::Identity::from_pem(identity.as_bytes()).unwrap());
+        }
+        builder.build().unwrap()
+    };
+    let admin = client(Some("system:admin"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while admin
+        .get(format!("{}/readyz", server.url))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "krake-server did not become ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let me: Value = admin
+        .get(format!("{}/me", server.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        me,
+        json!({"user": "system:admin", "roles": ["role:system"]})
+    );
+    let status = |request: reqwest::RequestBuilder| async move {
+        request.send().await.unwrap().status().as_u16()
+    };
+    assert_eq!(
+        status(client(None).get(format!("{}/core/roles", server.url))).await,
+        401
+    );
+    assert_eq!(
+        status(client(Some("system:scheduler")).get(format!("{}/core/roles", server.url))).await,
+        403
+    );
+    assert_eq!(
+        status(admin.get(format!("{}/core/roles/fine", server.url))).await,
+        404,
+        "the bad file wrote nothing"
+    );
+    let app = json!({"metadata": {"name": "web"}, "spec": {"manifest": [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "web"}}], "constraints": {"cluster": {}}}});
+    assert_eq!(
+        status(
+            admin
+                .post(format!(
+                    "{}/kubernetes/namespaces/prod/applications",
+                    server.url
+                ))
+                .json(&app)
+        )
+        .await,
+        200
+    );
+    assert_eq!(
+        status(client(Some("system:scheduler")).get(format!(
+            "{}/kubernetes/namespaces/prod/applications/web",
+            server.url
+        )))
+        .await,
+        200
+    );
+}
