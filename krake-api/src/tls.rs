@@ -7,7 +7,7 @@
 //! anonymous, or 401), a certificate that the CA did not sign fails the
 //! handshake.
 //!
-//! [`TlsListener`] plugs that into [`axum::serve`]: it accepts TCP
+//! [`TlsListener`] plugs that into [`axum::serve()`]: it accepts TCP
 //! connections, runs the handshakes concurrently (a slow client never
 //! blocks the others) and hands each connection over with its [`PeerInfo`]:
 //! the remote address and the verified client certificate's subject common
@@ -165,7 +165,7 @@ pub fn common_name(cert: &[u8]) -> Option<String> {
     name.as_str().ok().map(str::to_owned)
 }
 
-/// A listener for [`axum::serve`] that speaks TLS; see the module docs.
+/// A listener for [`axum::serve()`] that speaks TLS; see the module docs.
 #[derive(Debug)]
 pub struct TlsListener {
     connections: mpsc::Receiver<(TlsStream<TcpStream>, PeerInfo)>,
