@@ -137,3 +137,123 @@ pub fn add_owner(object: &mut Value, reference: &Value) {
         *owners = Value::Array(vec![reference.clone()]);
     }
 }
+
+/// A stored value, read only as far as a list needs: where its metadata is
+/// and, on demand, its namespace and labels. Lists copy the stored bytes
+/// instead of decoding and re-encoding every object.
+#[derive(Debug)]
+pub struct StoredObject<'a> {
+    bytes: &'a [u8],
+    /// The byte range of the `metadata` object within `bytes`.
+    metadata: Option<std::ops::Range<usize>>,
+}
+
+#[derive(serde::Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow, default)]
+    metadata: Option<&'a serde_json::value::RawValue>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct Placement {
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    labels: Option<Map<String, Value>>,
+}
+
+impl<'a> StoredObject<'a> {
+    /// Checks that `bytes` is a JSON object and finds its metadata.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, ApiError> {
+        let envelope: Envelope<'a> = serde_json::from_slice(bytes)
+            .map_err(|err| ApiError::Internal(format!("stored object is not JSON: {err}")))?;
+        let metadata = envelope
+            .metadata
+            .map(|raw| raw.get())
+            .filter(|raw| raw.starts_with('{'))
+            .map(|raw| {
+                // The raw value borrows from `bytes`: its offset is the
+                // distance between the two slices' starts.
+                let start = raw.as_ptr() as usize - bytes.as_ptr() as usize;
+                start..start + raw.len()
+            });
+        Ok(StoredObject { bytes, metadata })
+    }
+
+    fn placement(&self) -> Placement {
+        self.metadata
+            .as_ref()
+            .and_then(|range| serde_json::from_slice(&self.bytes[range.clone()]).ok())
+            .unwrap_or_default()
+    }
+
+    /// The namespace and labels (only string label values count, as in
+    /// [`labels`]).
+    pub fn namespace_and_labels(&self) -> (Option<String>, krake_data::metadata::Labels) {
+        let placement = self.placement();
+        let labels = placement
+            .labels
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(k, v)| match v {
+                Value::String(v) => Some((k, v)),
+                _ => None,
+            })
+            .collect();
+        (placement.namespace, labels)
+    }
+
+    /// Appends the object with `metadata.resource_version` set to
+    /// `revision` (the bytes [`decode`] followed by serialization would
+    /// give, up to whitespace).
+    pub fn write(&self, revision: Revision, out: &mut Vec<u8>) {
+        let version = format!("\"resource_version\":\"{revision}\"");
+        match &self.metadata {
+            Some(range) => {
+                let close = range.end - 1;
+                let body = &self.bytes[range.start + 1..close];
+                out.extend_from_slice(&self.bytes[..close]);
+                if !body.iter().all(u8::is_ascii_whitespace) {
+                    out.push(b',');
+                }
+                out.extend_from_slice(version.as_bytes());
+                out.extend_from_slice(&self.bytes[close..]);
+            }
+            None => {
+                // No metadata object (never written by the API): decode the
+                // slow way so the result is still valid.
+                let object = decode(self.bytes, revision).unwrap_or(Value::Null);
+                let _ = serde_json::to_writer(&mut *out, &object);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod stored_tests {
+    use super::*;
+
+    #[test]
+    fn written_objects_equal_decoded_ones() {
+        for text in [
+            r#"{"api":"core","kind":"Role","metadata":{"name":"r","labels":{"a":"b"}},"rules":[]}"#,
+            r#"{"metadata": {}, "spec": {"metadata": {"x": 1}}}"#,
+            r#"{"spec": {"metadata": "not me"}, "metadata": { "name": "n", "namespace": "ns" }}"#,
+            r#"{"kind": "NoMetadata"}"#,
+        ] {
+            let stored = StoredObject::parse(text.as_bytes()).unwrap();
+            let mut out = Vec::new();
+            stored.write(42, &mut out);
+            let written: Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(written, decode(text.as_bytes(), 42).unwrap(), "{text}");
+        }
+        let stored =
+            StoredObject::parse(br#"{"metadata":{"namespace":"ns","labels":{"a":"b","n":1}}}"#)
+                .unwrap();
+        let (namespace, labels) = stored.namespace_and_labels();
+        assert_eq!(namespace.as_deref(), Some("ns"));
+        assert_eq!(labels.len(), 1);
+        assert!(StoredObject::parse(b"[1, 2]").is_err());
+        assert!(StoredObject::parse(b"{not json").is_err());
+    }
+}
