@@ -6,10 +6,11 @@
 //!   `POST /kubernetes/namespaces/bench/applications` through a krake API
 //!   server over that etcd, with 1 and 32 concurrent clients (tokio tasks in
 //!   a loop, sharing one keep-alive `reqwest` client or one etcd client).
-//!   Target: creates at >= 70% of the raw puts' throughput. Two more rows
+//!   Target: creates at >= 70% of the raw puts' throughput. Three more rows
 //!   show where the difference goes: the raw etcd transaction the store's
-//!   create sends (put if the key is absent), and `Store::create` on the
-//!   server's etcd store in-process (no HTTP, no API handling).
+//!   create sends (put if the key is absent), `Store::create` on the
+//!   server's etcd store in-process (no HTTP, no API handling), and the same
+//!   `POST` through the API's router in-process (API handling, no HTTP).
 //! - **GET and list on the embedded store.** 10,000 Applications in one
 //!   namespace (the first created through the API, the rest written with
 //!   `Store::create` from its stored JSON, which is much faster than 10,000
@@ -191,12 +192,12 @@ async fn creates_against_etcd_puts(plan: &Plan, http: &reqwest::Client) {
 
         let client_http = http.clone();
         let url = url.clone();
-        let body = body.clone();
+        let post_body = body.clone();
         let creates = load(clients, plan.budget, 0, move |client, seq| {
             let request = client_http
                 .post(url.as_str())
                 .header(CONTENT_TYPE, "application/json")
-                .body(body.replace("NAME_PLACEHOLDER", &format!("c{clients}-{client}-{seq}")));
+                .body(post_body.replace("NAME_PLACEHOLDER", &format!("c{clients}-{client}-{seq}")));
             async move { expect_ok(request.send().await).await.map(drop) }
         })
         .await;
@@ -237,15 +238,43 @@ async fn creates_against_etcd_puts(plan: &Plan, http: &reqwest::Client) {
         })
         .await;
 
+        // The API's handling without HTTP: the same POST through the router
+        // in-process (parsing, validation, the store's create, the answer).
+        let app = krake_api::router(server.state().clone());
+        let router_body = body.clone();
+        let routed = load(clients, plan.budget, 0, move |client, seq| {
+            let request = axum::http::Request::post(APPS)
+                .header(CONTENT_TYPE, "application/json")
+                .body(axum::body::Body::from(router_body.replace(
+                    "NAME_PLACEHOLDER",
+                    &format!("r{clients}-{client}-{seq}"),
+                )));
+            let app = app.clone();
+            async move {
+                let request = request.map_err(|e| e.to_string())?;
+                let response = tower::ServiceExt::oneshot(app, request)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                match response.status().as_u16() {
+                    200 => Ok(()),
+                    status => Err(format!("status {status}")),
+                }
+            }
+        })
+        .await;
+
         let name = format!("POST application ({clients} clients)");
         let baseline = format!("etcd put ({clients} clients)");
+        let routed_name = format!("POST through the router, no HTTP ({clients} clients)");
         let txn_name = format!("etcd txn put-if-absent ({clients} clients)");
         let store_name = format!("Store::create in-process ({clients} clients)");
         creates.check(plan, &name);
         puts.check(plan, &baseline);
         txns.check(plan, &txn_name);
         store_creates.check(plan, &store_name);
+        routed.check(plan, &routed_name);
         report(&name, creates.throughput, &baseline, puts.throughput);
+        report(&routed_name, routed.throughput, &baseline, puts.throughput);
         report(&txn_name, txns.throughput, &baseline, puts.throughput);
         report(
             &store_name,
@@ -254,6 +283,7 @@ async fn creates_against_etcd_puts(plan: &Plan, http: &reqwest::Client) {
             puts.throughput,
         );
         print_latencies(&name, &creates.latencies, &baseline, &puts.latencies);
+        println!("  latency {routed_name}: {}", routed.latencies.summary());
         println!("  latency {txn_name}: {}", txns.latencies.summary());
         println!(
             "  latency {store_name}: {}",
