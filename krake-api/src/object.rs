@@ -148,10 +148,31 @@ pub struct StoredObject<'a> {
     metadata: Option<std::ops::Range<usize>>,
 }
 
-#[derive(serde::Deserialize)]
-struct Envelope<'a> {
-    #[serde(borrow, default)]
-    metadata: Option<&'a serde_json::value::RawValue>,
+/// Reads a stored object's top-level keys only until `metadata`, which it
+/// keeps; the rest of the object (usually the bulk: spec and status) is not
+/// scanned. Stored values are written by the API (or Krake), so they are
+/// trusted to be valid JSON after that point.
+struct FindMetadata<'a, 'c> {
+    found: &'c mut Option<&'a serde_json::value::RawValue>,
+}
+
+impl<'a> serde::de::Visitor<'a> for FindMetadata<'a, '_> {
+    type Value = ();
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'a>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "metadata" {
+                *self.found = Some(map.next_value()?);
+                return Ok(());
+            }
+            map.next_value::<serde::de::IgnoredAny>()?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -163,12 +184,22 @@ struct Placement {
 }
 
 impl<'a> StoredObject<'a> {
-    /// Checks that `bytes` is a JSON object and finds its metadata.
+    /// Finds the metadata of a stored JSON object (reading no further).
     pub fn parse(bytes: &'a [u8]) -> Result<Self, ApiError> {
-        let envelope: Envelope<'a> = serde_json::from_slice(bytes)
-            .map_err(|err| ApiError::Internal(format!("stored object is not JSON: {err}")))?;
-        let metadata = envelope
-            .metadata
+        let mut found = None;
+        let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+        let read = serde::Deserializer::deserialize_map(
+            &mut deserializer,
+            FindMetadata { found: &mut found },
+        );
+        // Stopping at `metadata` leaves the map unfinished, which the
+        // deserializer reports: only an error before it counts.
+        if let (Err(err), None) = (read, found) {
+            return Err(ApiError::Internal(format!(
+                "stored object is not JSON: {err}"
+            )));
+        }
+        let metadata = found
             .map(|raw| raw.get())
             .filter(|raw| raw.starts_with('{'))
             .map(|raw| {
@@ -255,5 +286,13 @@ mod stored_tests {
         assert_eq!(labels.len(), 1);
         assert!(StoredObject::parse(b"[1, 2]").is_err());
         assert!(StoredObject::parse(b"{not json").is_err());
+        // The metadata is found before the rest is read.
+        let early = StoredObject::parse(br#"{"metadata":{"name":"n"},"spec":{"x":1}}"#).unwrap();
+        let mut out = Vec::new();
+        early.write(7, &mut out);
+        assert_eq!(
+            serde_json::from_slice::<Value>(&out).unwrap(),
+            serde_json::json!({"metadata": {"name": "n", "resource_version": "7"}, "spec": {"x": 1}})
+        );
     }
 }
