@@ -15,7 +15,6 @@ pub fn command() -> Command {
     let mut root = Command::new("krakectl")
         .version(env!("CARGO_PKG_VERSION"))
         .about("The command line tool of Krake: applications, clusters, clouds, metrics and more")
-        .subcommand_required(true)
         .arg_required_else_help(true)
         .arg(
             Arg::new("config")
@@ -664,7 +663,7 @@ fn kind_command(kind: &KindCommand) -> Command {
         );
     } else {
         let mut create = Command::new(kind.create_verb)
-            .about(format!("Create a {}", info.kind))
+            .about(format!("Create a new {}", info.kind))
             .args(object_args(kind))
             .args(kind_flags(kind.flags, false));
         if kind.create_verb != "create" {
@@ -677,13 +676,13 @@ fn kind_command(kind: &KindCommand) -> Command {
     }
     command = command.subcommand(
         Command::new("update")
-            .about(format!("Change a {}", info.kind))
+            .about(format!("Change an existing {}", info.kind))
             .args(object_args(kind))
             .args(kind_flags(kind.flags, true)),
     );
     let forceable = info.api == "kubernetes";
     let mut delete = Command::new("delete")
-        .about(format!("Delete a {}", info.kind))
+        .about(format!("Delete one {}", info.kind))
         .args(object_args(kind));
     if forceable {
         delete = delete

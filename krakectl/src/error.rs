@@ -6,7 +6,7 @@ use crate::config::ConfigError;
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     /// The API or the connection to it failed.
-    #[error(transparent)]
+    #[error("{0}")]
     Client(#[from] krake_client::Error),
     /// The configuration cannot be used.
     #[error(transparent)]

@@ -202,7 +202,7 @@ async fn watch(context: &Context, kind: &KindCommand, m: &ArgMatches) -> Result<
         let event = match event {
             Ok(event) => event,
             Err(err) => {
-                eprintln!("{}", describe_error(&err));
+                eprintln!("{}", describe_client_error(&err));
                 continue;
             }
         };
@@ -240,18 +240,22 @@ async fn watch(context: &Context, kind: &KindCommand, m: &ArgMatches) -> Result<
 
 /// The text printed for a failed command: the problem body as JSON (keys
 /// sorted, as Krake prints it), or the error and its causes.
-pub fn describe_error(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut current = Some(err);
-    while let Some(e) = current {
-        if let Some(problem) = e
-            .downcast_ref::<krake_client::Error>()
-            .and_then(krake_client::Error::problem)
-        {
-            let value = serde_json::to_value(problem).unwrap_or(Value::Null);
-            return output::json(&value);
-        }
-        current = e.source();
+pub fn describe_error(err: &CliError) -> String {
+    if let CliError::Client(client) = err {
+        return describe_client_error(client);
     }
+    describe_chain(err)
+}
+
+/// [`describe_error`] of a client error.
+pub fn describe_client_error(err: &krake_client::Error) -> String {
+    match err.problem() {
+        Some(problem) => output::json(&serde_json::to_value(problem).unwrap_or(Value::Null)),
+        None => describe_chain(err),
+    }
+}
+
+fn describe_chain(err: &dyn std::error::Error) -> String {
     let mut text = format!("krakectl: {err}");
     let mut source = err.source();
     while let Some(cause) = source {
