@@ -199,10 +199,19 @@ impl Client {
         if let Some(body) = body {
             request = request.json(body);
         }
-        if timeout {
-            request = request.timeout(self.request_timeout);
-        }
-        let response = request.send().await.map_err(Error::Transport)?;
+        let response = if timeout {
+            request
+                .timeout(self.request_timeout)
+                .send()
+                .await
+                .map_err(Error::Transport)?
+        } else {
+            // A watch: no limit on the body, but its headers must come in time.
+            match tokio::time::timeout(self.request_timeout, request.send()).await {
+                Ok(sent) => sent.map_err(Error::Transport)?,
+                Err(_) => return Err(Error::Timeout),
+            }
+        };
         let status = response.status();
         if status.is_success() {
             return Ok(response);

@@ -82,12 +82,18 @@ pub enum Error {
     /// refused, reset, timed out, TLS failure).
     #[error("request to the API failed")]
     Transport(#[source] reqwest::Error),
+    /// A watch request got no answer within the request timeout.
+    #[error("the API did not answer in time")]
+    Timeout,
     /// The answer was not the JSON expected.
     #[error("cannot decode the API's answer")]
     Decode(#[source] serde_json::Error),
     /// The object could not be serialized into a request body.
     #[error("cannot encode the request body")]
     Encode(#[source] serde_json::Error),
+    /// The object cannot be sent as it is (e.g. it has no `metadata.name`).
+    #[error("invalid object: {0}")]
+    InvalidObject(String),
     /// The base URL is not a valid `http` or `https` URL.
     #[error("invalid API URL {url:?}: {reason}")]
     InvalidUrl {
@@ -171,7 +177,7 @@ impl Error {
     /// failures, 5xx and 429.
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Transport(_) => true,
+            Error::Transport(_) | Error::Timeout => true,
             Error::Api(problem) => problem.status >= 500 || problem.status == 429,
             _ => false,
         }

@@ -295,7 +295,7 @@ fn name_of(object: &Value) -> Result<&str> {
     object
         .pointer("/metadata/name")
         .and_then(Value::as_str)
-        .ok_or_else(|| Error::Encode(serde::ser::Error::custom("the object has no metadata.name")))
+        .ok_or_else(|| Error::InvalidObject("the object has no metadata.name".to_owned()))
 }
 
 fn decode<T: DeserializeOwned>(value: Value) -> Result<T> {

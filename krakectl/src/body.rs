@@ -23,31 +23,13 @@ fn put(value: &mut Value, path: &[&str], new: Value) {
     *node = new;
 }
 
-/// The list at `path`, created if missing (or null).
-fn list_at<'a>(value: &'a mut Value, path: &[&str]) -> &'a mut Vec<Value> {
-    let mut node = value;
-    for key in path {
-        if !node.is_object() {
-            *node = Value::Object(Map::new());
-        }
-        let Value::Object(map) = node else {
-            unreachable_object()
-        };
-        node = map.entry((*key).to_owned()).or_insert(Value::Null);
+/// The list at `path`, created if missing (or not a list).
+fn list_at<'a>(value: &'a mut Value, path: &[&str]) -> Option<&'a mut Vec<Value>> {
+    let pointer: String = path.iter().map(|key| format!("/{key}")).collect();
+    if !value.pointer(&pointer).is_some_and(Value::is_array) {
+        put(value, path, Value::Array(Vec::new()));
     }
-    if !node.is_array() {
-        *node = Value::Array(Vec::new());
-    }
-    match node {
-        Value::Array(items) => items,
-        _ => unreachable_object(),
-    }
-}
-
-#[allow(clippy::panic)]
-fn unreachable_object() -> ! {
-    // `node` was just made an object (or array) above.
-    panic!("a value just replaced changed its type")
+    value.pointer_mut(&pointer).and_then(Value::as_array_mut)
 }
 
 fn strings(m: &ArgMatches, id: &str) -> Vec<String> {
@@ -145,7 +127,9 @@ fn extend_list(m: &ArgMatches, id: &str, object: &mut Value, path: &[&str], repl
     if values.is_empty() && !replace {
         return;
     }
-    let list = list_at(object, path);
+    let Some(list) = list_at(object, path) else {
+        return;
+    };
     if replace {
         list.clear();
     }
@@ -172,7 +156,9 @@ fn metric_refs(
     if refs.is_empty() && !replace {
         return Ok(());
     }
-    let list = list_at(object, path);
+    let Some(list) = list_at(object, path) else {
+        return Ok(());
+    };
     if replace {
         list.clear();
     }
@@ -311,7 +297,9 @@ fn application(m: &ArgMatches, object: &mut Value, update: bool) -> Result<(), C
         }
     }
     if !hooks.is_empty() {
-        let list = list_at(object, &["spec", "hooks"]);
+        let Some(list) = list_at(object, &["spec", "hooks"]) else {
+            return Ok(());
+        };
         for hook in hooks {
             if !list.iter().any(|h| h == hook.as_str()) {
                 list.push(Value::String(hook));
@@ -631,7 +619,9 @@ fn role(m: &ArgMatches, object: &mut Value, update: bool) -> Result<(), CliError
     };
     let rules = strings(m, "rule");
     if !rules.is_empty() || (!update && object.get("rules").is_none()) {
-        let list = list_at(object, &["rules"]);
+        let Some(list) = list_at(object, &["rules"]) else {
+            return Ok(());
+        };
         for rule in rules {
             let parts: Vec<&str> = rule.split(':').collect();
             let [api, resources, namespaces, verbs] = parts[..] else {
@@ -655,7 +645,9 @@ fn role_binding(m: &ArgMatches, object: &mut Value, update: bool) -> Result<(), 
     for (id, field) in [("user", "users"), ("role", "roles")] {
         let values = strings(m, id);
         if !values.is_empty() || (!update && object.get(field).is_none()) {
-            let list = list_at(object, &[field]);
+            let Some(list) = list_at(object, &[field]) else {
+                continue;
+            };
             for value in values {
                 if !list.iter().any(|v| v == value.as_str()) {
                     list.push(Value::String(value));
@@ -763,7 +755,7 @@ mod tests {
     fn puts_and_lists_create_their_path() {
         let mut value = json!({});
         put(&mut value, &["a", "b"], json!(1));
-        list_at(&mut value, &["a", "c"]).push(json!("x"));
+        list_at(&mut value, &["a", "c"]).unwrap().push(json!("x"));
         assert_eq!(value, json!({"a": {"b": 1, "c": ["x"]}}));
         let mut manifest =
             json!([{"spec": {"containers": [{"env": [{"name": "X", "value": "KEY"}]}]}}]);
