@@ -1122,7 +1122,7 @@ async fn watch_prints_events_as_they_come() {
         "kube", "app", "create", "-f", "app.yaml", "first", "-n", "testing",
     ])
     .await;
-    let child = cli
+    let mut child = cli
         .command(&[
             "kube",
             "app",
@@ -1138,8 +1138,23 @@ async fn watch_prints_events_as_they_come() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // The first event is the current list; then changes.
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Read its lines as they come; the first is the current list.
+    let stdout = child.stdout.take().unwrap();
+    let (sender, receiver) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            if sender.send(line.unwrap()).is_err() {
+                return;
+            }
+        }
+    });
+    let next_line = || {
+        receiver
+            .recv_timeout(Duration::from_secs(20))
+            .expect("a line within 20 s")
+    };
+    let mut lines: Vec<Value> = vec![serde_json::from_str(&next_line()).unwrap()];
     cli.ok(&[
         "kube", "app", "create", "-f", "app.yaml", "second", "-n", "testing",
     ])
@@ -1150,19 +1165,13 @@ async fn watch_prints_events_as_they_come() {
     .await;
     cli.ok(&["kube", "app", "delete", "first", "-n", "testing", "--force"])
         .await;
-    let output = tokio::time::timeout(
-        Duration::from_secs(20),
-        tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    assert_eq!(output.status.code(), Some(0));
-    let lines: Vec<Value> = String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    for _ in 0..3 {
+        lines.push(serde_json::from_str(&next_line()).unwrap());
+    }
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
     let summary: Vec<String> = lines
         .iter()
         .map(|l| match l["type"].as_str().unwrap() {
