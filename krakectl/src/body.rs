@@ -736,6 +736,37 @@ pub fn apply(
     }
 }
 
+/// Kinds whose state is lost when an application migrates without a
+/// graceful shutdown.
+const STATEFUL_KINDS: &[&str] = &["StatefulSet", "PersistentVolumeClaim", "PersistentVolume"];
+
+/// Krake's warning for an application that may migrate, holds stateful
+/// resources and has no shutdown hook.
+pub fn migration_warning(object: &Value) -> Option<String> {
+    let manifest = object.pointer("/spec/manifest")?.as_array()?;
+    let migration = object
+        .pointer("/spec/constraints/migration")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
+    let has_shutdown = object
+        .pointer("/spec/hooks")
+        .and_then(Value::as_array)
+        .is_some_and(|hooks| hooks.iter().any(|h| h == "shutdown"));
+    let stateful: Vec<&str> = manifest
+        .iter()
+        .filter_map(|r| r.get("kind").and_then(Value::as_str))
+        .filter(|k| STATEFUL_KINDS.contains(k))
+        .collect();
+    (migration && !has_shutdown && !stateful.is_empty()).then(|| {
+        format!(
+            "warning: migration is enabled and the application holds stateful resources ({}) \
+             without a shutdown hook: their state may be lost when it migrates \
+             (use --hook-shutdown or --disable-migration)",
+            stateful.join(", ")
+        )
+    })
+}
+
 /// The partial body of a create: `api`, `kind`, `metadata.name`, and the flags.
 pub fn create(kind: &KindCommand, m: &ArgMatches, name: &str) -> Result<Value, CliError> {
     let mut object = json!({
@@ -750,6 +781,16 @@ pub fn create(kind: &KindCommand, m: &ArgMatches, name: &str) -> Result<Value, C
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn warns_about_stateful_applications_that_may_migrate() {
+        let mut app = json!({"spec": {"manifest": [{"kind": "StatefulSet"}, {"kind": "Service"}]}});
+        assert!(migration_warning(&app).unwrap().contains("(StatefulSet)"));
+        put(&mut app, &["spec", "hooks"], json!(["shutdown"]));
+        assert_eq!(migration_warning(&app), None);
+        let stateless = json!({"spec": {"manifest": [{"kind": "Deployment"}]}});
+        assert_eq!(migration_warning(&stateless), None);
+    }
 
     #[test]
     fn puts_and_lists_create_their_path() {

@@ -147,6 +147,9 @@ async fn run_verb(
         }
         "create" | "register" => {
             let object = body::create(kind, m, &name(m))?;
+            if let Some(warning) = body::migration_warning(&object) {
+                eprintln!("{warning}");
+            }
             let api = context.api(kind, m);
             let created = api.create(&object).await?;
             let created = maybe_wait(context, &api, m, created).await?;

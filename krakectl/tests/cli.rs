@@ -373,6 +373,55 @@ async fn kube(cli: &Cli) {
     );
     assert_eq!(other["spec"]["backoff_limit"], 3);
 
+    // a cluster created from a TOSCA template
+    std::fs::write(
+        cli.path().join("tosca.yaml"),
+        "tosca_definitions_version: tosca_simple_yaml_1_0\ntopology_template:\n  outputs:\n    kubeconfig:\n      value: x\n",
+    )
+    .unwrap();
+    let from_tosca = cli
+        .json(&[
+            "kube",
+            "cluster",
+            "create",
+            "tosca-cluster",
+            "-n",
+            "testing",
+            "-f",
+            "tosca.yaml",
+            "--inherit-labels",
+            "--inherit-metrics",
+            "-L",
+            "location=DE",
+            "-M",
+            "heat > 1",
+        ])
+        .await;
+    assert_eq!(
+        from_tosca["spec"]["tosca"]["tosca_definitions_version"],
+        "tosca_simple_yaml_1_0"
+    );
+    assert_eq!(from_tosca["metadata"]["inherit_labels"], true);
+    assert_eq!(from_tosca["spec"]["inherit_metrics"], true);
+    assert_eq!(
+        from_tosca["spec"]["constraints"]["cloud"]["labels"][0],
+        "location=DE"
+    );
+    assert_eq!(
+        from_tosca["spec"]["constraints"]["cloud"]["metrics"][0],
+        "heat > 1"
+    );
+    cli.ok(&[
+        "kube",
+        "cluster",
+        "delete",
+        "tosca-cluster",
+        "-n",
+        "testing",
+        "--force",
+    ])
+    .await;
+
     // update adds labels (or replaces them)
     let out = cli
         .ok(&[
@@ -523,6 +572,76 @@ async fn kube(cli: &Cli) {
         with_flags["spec"]["manifest"][0]["spec"]["template"]["spec"]["containers"][0]["env"][0]["value"],
         "hello"
     );
+
+    // TOSCA and CSAR by URL, a TOSCA template from a file
+    let by_url = cli
+        .json(&[
+            "kube",
+            "app",
+            "create",
+            "tosca-url",
+            "-n",
+            "testing",
+            "-u",
+            "http://example.invalid/app.yaml",
+        ])
+        .await;
+    assert_eq!(by_url["spec"]["tosca"], "http://example.invalid/app.yaml");
+    let csar = cli
+        .json(&[
+            "kube",
+            "app",
+            "create",
+            "csar",
+            "-n",
+            "testing",
+            "-u",
+            "http://example.invalid/app.csar",
+        ])
+        .await;
+    assert_eq!(csar["spec"]["csar"], "http://example.invalid/app.csar");
+    let tosca_file = cli
+        .json(&[
+            "kube",
+            "app",
+            "create",
+            "tosca-file",
+            "-n",
+            "testing",
+            "-f",
+            "tosca.yaml",
+        ])
+        .await;
+    assert_eq!(
+        tosca_file["spec"]["tosca"]["tosca_definitions_version"],
+        "tosca_simple_yaml_1_0"
+    );
+    for name in ["tosca-url", "csar", "tosca-file"] {
+        cli.ok(&["kube", "app", "delete", name, "-n", "testing", "--force"])
+            .await;
+    }
+    // a stateful application that may migrate gets Krake's warning
+    std::fs::write(
+        cli.path().join("stateful.yaml"),
+        "apiVersion: apps/v1\nkind: StatefulSet\nmetadata:\n  name: db\n",
+    )
+    .unwrap();
+    let output = cli
+        .run(&[
+            "kube",
+            "app",
+            "create",
+            "-f",
+            "stateful.yaml",
+            "db",
+            "-n",
+            "testing",
+        ])
+        .await;
+    assert_eq!(output.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&output.stderr).starts_with("warning: migration is enabled"));
+    cli.ok(&["kube", "app", "delete", "db", "-n", "testing", "--force"])
+        .await;
 
     let updated = cli
         .json(&[
