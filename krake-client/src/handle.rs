@@ -383,6 +383,23 @@ impl<K: Resource> Api<K> {
 
     /// Creates `object`; answers it as stored (uid, timestamps, default
     /// status and `resource_version` filled in). 409 if it exists.
+    ///
+    /// ```no_run
+    /// # async fn example(client: krake_client::Client) -> Result<(), krake_client::Error> {
+    /// use krake_client::Api;
+    /// use krake_data::kinds::core::Role;
+    /// use krake_data::Metadata;
+    ///
+    /// let roles: Api<Role> = Api::all(client); // a global kind
+    /// let role = Role { api: "core".into(), kind: "Role".into(), metadata: Metadata::named("none"), rules: vec![] };
+    /// match roles.create(&role).await {
+    ///     Ok(created) => println!("uid {:?}", created.metadata.uid),
+    ///     Err(err) if err.is_conflict() => println!("already there"),
+    ///     Err(err) => return Err(err),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn create(&self, object: &K) -> Result<K> {
         decode(self.inner.create(&Client::encode(object)?).await?)
     }

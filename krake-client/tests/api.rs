@@ -176,7 +176,12 @@ async fn exercise(url: &str) {
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Unsupported { .. }), "{err:?}");
-    // object operations across all namespaces need one
+    // across all namespaces, object operations take the object's namespace
+    let mut elsewhere = app("moved", &[]);
+    elsewhere.metadata.namespace = Some("third".into());
+    let created = all.create(&elsewhere).await.unwrap();
+    assert_eq!(created.metadata.namespace.as_deref(), Some("third"));
+    // and get/delete, which have only a name, need one
     let err = all.get("web").await.unwrap_err();
     assert!(matches!(err, Error::NamespaceRequired { .. }), "{err:?}");
     // unreachable servers are transport errors

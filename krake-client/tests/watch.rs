@@ -405,6 +405,20 @@ async fn without_resume_support_every_reconnect_relists() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn label_selected_watches_see_only_matching_objects() {
+    let server = krake_api::testing::TestServer::etcd().await;
+    let apps = apps_of(&server.url());
+    apps.create(&app("web1", &[("tier", "web")])).await.unwrap();
+    apps.create(&app("db1", &[("tier", "db")])).await.unwrap();
+    let mut events: Events = Box::pin(apps.watch(config().labels("tier=web")));
+    expect(&mut events, &["RESTARTED [\"web1\"]"]).await;
+    apps.create(&app("db2", &[("tier", "db")])).await.unwrap();
+    apps.create(&app("web2", &[("tier", "web")])).await.unwrap();
+    expect(&mut events, &["ADDED web2"]).await;
+    expect_silence(&mut events).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_errors_are_yielded_and_the_watch_keeps_trying() {
     // A label selector the server refuses: 400, yielded as an error, retried.
     let server = krake_api::testing::TestServer::embedded().await;
