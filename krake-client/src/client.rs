@@ -78,8 +78,10 @@ impl ClientBuilder {
         self
     }
 
-    /// How long a request and its answer may take, watches excepted
-    /// (default 60 s, a little more than Krake's blocking requests).
+    /// How long a request and its answer may take (default 60 s, a little
+    /// more than Krake's blocking requests). A watch's stream has no limit;
+    /// its headers must come within this time or three heartbeats, whichever
+    /// is shorter.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
         self
@@ -177,20 +179,23 @@ impl Client {
         query: &Query,
         body: Option<&Value>,
     ) -> Result<T> {
-        let response = self.start(method, path, query, body, true).await?;
+        let response = self.start(method, path, query, body, None).await?;
         let bytes = response.bytes().await.map_err(Error::Transport)?;
         serde_json::from_slice(&bytes).map_err(Error::Decode)
     }
 
     /// Sends a request and returns the response once its status is a
     /// success; error statuses become [`Error::Api`] with the problem body.
+    ///
+    /// `stream_headers_timeout` marks a streaming request (a watch): its body
+    /// has no time limit, but its headers must arrive within that time.
     pub(crate) async fn start(
         &self,
         method: Method,
         path: &str,
         query: &Query,
         body: Option<&Value>,
-        timeout: bool,
+        stream_headers_timeout: Option<Duration>,
     ) -> Result<reqwest::Response> {
         let mut request = self.http.request(method, self.url(path));
         if !query.is_empty() {
@@ -199,18 +204,16 @@ impl Client {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = if timeout {
-            request
+        let response = match stream_headers_timeout {
+            None => request
                 .timeout(self.request_timeout)
                 .send()
                 .await
-                .map_err(Error::Transport)?
-        } else {
-            // A watch: no limit on the body, but its headers must come in time.
-            match tokio::time::timeout(self.request_timeout, request.send()).await {
+                .map_err(Error::Transport)?,
+            Some(limit) => match tokio::time::timeout(limit, request.send()).await {
                 Ok(sent) => sent.map_err(Error::Transport)?,
                 Err(_) => return Err(Error::Timeout),
-            }
+            },
         };
         let status = response.status();
         if status.is_success() {
@@ -221,6 +224,11 @@ impl Client {
             status.as_u16(),
             &bytes,
         ))))
+    }
+
+    /// How long a watch may wait for its response headers.
+    pub(crate) fn watch_headers_timeout(&self, idle: Option<Duration>) -> Duration {
+        idle.map_or(self.request_timeout, |idle| idle.min(self.request_timeout))
     }
 
     /// `GET /`: the API's version, e.g. `1.0.1`.

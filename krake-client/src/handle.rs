@@ -286,7 +286,13 @@ impl DynamicApi {
             query.push(("resource_version", version.to_owned()));
         }
         self.client
-            .start(Method::GET, &self.collection_path(), &query, None, false)
+            .start(
+                Method::GET,
+                &self.collection_path(),
+                &query,
+                None,
+                Some(self.client.watch_headers_timeout(config.idle_timeout())),
+            )
             .await
     }
 }

@@ -11,8 +11,9 @@
 //! # Guarantees
 //!
 //! - When the connection breaks (server restart, network failure, a silent
-//!   peer detected by missing heartbeats), the stream reconnects with
-//!   exponential backoff and jitter ([`Backoff`]).
+//!   peer detected by three missing heartbeats), the stream reconnects with
+//!   exponential backoff and jitter ([`Backoff`]). A reconnection whose
+//!   headers do not come within three heartbeats is abandoned and retried.
 //! - Against krake-rs, which gives every object a `metadata.resource_version`,
 //!   it resumes right after the last version it delivered: no change is
 //!   lost, none is delivered twice.
@@ -114,6 +115,12 @@ impl Default for WatchConfig {
 }
 
 impl WatchConfig {
+    /// How long a connection may stay silent: three heartbeats (at least 3 s).
+    pub(crate) fn idle_timeout(&self) -> Option<Duration> {
+        self.heartbeat
+            .map(|period| period.max(Duration::from_secs(1)) * 3)
+    }
+
     /// Only objects whose labels match `selector`.
     pub fn labels(mut self, selector: impl Into<String>) -> Self {
         self.label_selector = Some(selector.into());
@@ -217,9 +224,7 @@ fn resource_version(object: &Value) -> Option<&str> {
 
 impl Watcher {
     fn idle_timeout(&self) -> Option<Duration> {
-        self.config
-            .heartbeat
-            .map(|period| period.max(Duration::from_secs(1)) * 3)
+        self.config.idle_timeout()
     }
 
     /// Takes a failure of a connection attempt: schedules a retry, and

@@ -18,7 +18,7 @@ use krake_data::kinds::kubernetes::Application;
 use krake_store::embedded::{EmbeddedOptions, EmbeddedStore};
 use krake_store::etcd::{EtcdOptions, EtcdStore};
 use krake_store::testing::etcd::EtcdProcess;
-use support::{RestartableServer, app};
+use support::{Proxy, RestartableServer, app};
 
 type Events = Pin<Box<dyn Stream<Item = krake_client::Result<WatchEvent<Application>>> + Send>>;
 
@@ -158,6 +158,34 @@ async fn restart_mid_stream_loses_and_duplicates_nothing_on_etcd() {
         .await
         .unwrap();
     survives_restart(Arc::new(store)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cut_and_silent_connections_are_replaced_and_resumed() {
+    let server = krake_api::testing::TestServer::embedded().await;
+    let upstream = server.url().trim_start_matches("http://").parse().unwrap();
+    let proxy = Proxy::start(upstream).await;
+    let direct = apps_of(&server.url());
+    // The watcher's client goes through the proxy (a fresh client, so its
+    // connections are the proxy's only ones).
+    let apps = apps_of(&proxy.url());
+    let mut events: Events = Box::pin(apps.watch(config()));
+    expect(&mut events, &["RESTARTED []"]).await;
+    direct.create(&app("a1", &[])).await.unwrap();
+    expect(&mut events, &["ADDED a1"]).await;
+
+    // A silent peer: nothing arrives, not even heartbeats (every 1 s); after
+    // three missed ones the watcher replaces the connection and resumes.
+    proxy.freeze();
+    direct.create(&app("a2", &[])).await.unwrap();
+    expect(&mut events, &["ADDED a2"]).await;
+
+    // A cut connection: resumed after the last version, nothing twice.
+    proxy.cut();
+    direct.create(&app("a3", &[])).await.unwrap();
+    direct.delete("a1", &DeleteParams::force()).await.unwrap();
+    expect(&mut events, &["ADDED a3", "DELETED a1"]).await;
+    expect_silence(&mut events).await;
 }
 
 /// Stops the server, lets history move on past what can be resumed

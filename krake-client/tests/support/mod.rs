@@ -98,3 +98,76 @@ impl Drop for RestartableServer {
         }
     }
 }
+
+/// A TCP proxy in front of a server whose connections a test can cut (both
+/// ends closed) or freeze (kept open, nothing forwarded: a silent peer).
+pub struct Proxy {
+    pub address: SocketAddr,
+    control: Arc<tokio::sync::watch::Sender<(u64, u64)>>,
+}
+
+impl Proxy {
+    pub async fn start(upstream: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (control, _) = tokio::sync::watch::channel((0u64, 0u64));
+        let control = Arc::new(control);
+        let accept_control = control.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                    continue;
+                };
+                let mut signals = accept_control.subscribe();
+                let start = *signals.borrow_and_update();
+                tokio::spawn(async move {
+                    let (mut client_read, mut client_write) = client.into_split();
+                    let (mut server_read, mut server_write) = server.into_split();
+                    let forward = async {
+                        tokio::select! {
+                            _ = tokio::io::copy(&mut client_read, &mut server_write) => {}
+                            _ = tokio::io::copy(&mut server_read, &mut client_write) => {}
+                        }
+                    };
+                    let frozen = tokio::select! {
+                        _ = forward => false,
+                        frozen = async {
+                            loop {
+                                if signals.changed().await.is_err() {
+                                    return false;
+                                }
+                                let now = *signals.borrow();
+                                if now.0 != start.0 {
+                                    return false;
+                                }
+                                if now.1 != start.1 {
+                                    return true;
+                                }
+                            }
+                        } => frozen,
+                    };
+                    if frozen {
+                        // Hold both connections open without forwarding.
+                        let _held = (client_read, client_write, server_read, server_write);
+                        std::future::pending::<()>().await;
+                    }
+                });
+            }
+        });
+        Proxy { address, control }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// Closes every open connection.
+    pub fn cut(&self) {
+        self.control.send_modify(|(cut, _)| *cut += 1);
+    }
+
+    /// Stops forwarding on every open connection, keeping them open.
+    pub fn freeze(&self) {
+        self.control.send_modify(|(_, frozen)| *frozen += 1);
+    }
+}
