@@ -64,8 +64,16 @@ async fn bound_to(api: &Api<Application>, name: &str) -> Option<ResourceRef> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn binds_pending_applications_to_matching_online_clusters() {
-    let server = TestServer::embedded().await;
+async fn binds_pending_applications_on_the_embedded_store() {
+    binds_pending_applications_to_matching_online_clusters(TestServer::embedded().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binds_pending_applications_on_etcd() {
+    binds_pending_applications_to_matching_online_clusters(TestServer::etcd().await).await;
+}
+
+async fn binds_pending_applications_to_matching_online_clusters(server: TestServer) {
     let client = Client::new(&server.url()).unwrap();
     let clusters: Api<Cluster> = Api::namespaced(client.clone(), "testing");
     let apps: Api<Application> = Api::namespaced(client.clone(), "testing");
