@@ -96,12 +96,7 @@ fn name(m: &ArgMatches) -> String {
         .unwrap_or_default()
 }
 
-async fn maybe_wait(
-    context: &Context,
-    api: &DynamicApi,
-    m: &ArgMatches,
-    object: Value,
-) -> Result<Value, CliError> {
+async fn maybe_wait(api: &DynamicApi, m: &ArgMatches, object: Value) -> Result<Value, CliError> {
     match wanted_state(m) {
         Some(wanted) => {
             let name = object
@@ -109,7 +104,6 @@ async fn maybe_wait(
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_owned();
-            let _ = context;
             wait::wait_for(api, &name, &wanted, object, wait::WAIT_TIMEOUT).await
         }
         None => Ok(object),
@@ -152,7 +146,7 @@ async fn run_verb(
             }
             let api = context.api(kind, m);
             let created = api.create(&object).await?;
-            let created = maybe_wait(context, &api, m, created).await?;
+            let created = maybe_wait(&api, m, created).await?;
             context.show(kind, &created, Detail::Short);
         }
         "update" => {
@@ -161,7 +155,7 @@ async fn run_verb(
             let mut object = api.get(&name).await?;
             body::apply(kind, m, &mut object, &name, true)?;
             let updated = api.update(&object).await?;
-            let updated = maybe_wait(context, &api, m, updated).await?;
+            let updated = maybe_wait(&api, m, updated).await?;
             context.show(kind, &updated, Detail::Short);
         }
         "delete" => {
@@ -178,7 +172,7 @@ async fn run_verb(
                 DeleteParams::default()
             };
             let deleted = api.delete(&name(m), &params).await?;
-            let deleted = maybe_wait(context, &api, m, deleted).await?;
+            let deleted = maybe_wait(&api, m, deleted).await?;
             context.show(kind, &deleted, Detail::Short);
         }
         "retry" => {
