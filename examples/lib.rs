@@ -7,3 +7,8 @@
 //! `cargo test --all-targets` (and so in CI), which keeps them compiling.
 //! This library itself is empty: it only gives the package a crate to hang
 //! these docs on.
+//!
+//! - `custom_scheduler`: a complete small scheduler on `krake-client` alone:
+//!   it watches Applications and Clusters and binds each pending application
+//!   to a matching ONLINE cluster. `tests/custom_scheduler.rs` runs it
+//!   against a real API server.

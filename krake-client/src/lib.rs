@@ -1,45 +1,52 @@
-//! The client of krake-rs: a typed Rust client for Krake's REST API.
+//! A typed client for Krake's REST API, for krake-rs and Krake 1.0.1 servers.
 //!
-//! **Not built yet.** This crate is a skeleton. The roadmap's *client +
-//! krakectl* step fills it: one typed handle per kind of [`krake_data`]
-//! (create, get, list, update, delete, watch) over HTTP, wire-compatible with
-//! Krake 1.0.1 servers and with `krake-server`, with TLS client certificates
-//! and retries. The `krakectl` command line tool is built on it, and so is the
-//! controller runtime in `krake-controller`.
+//! - [`Client`]: one connection pool to one API, with TLS ([`TlsOptions`]:
+//!   CA, client certificate and key; rustls), a token, and timeouts.
+//! - [`Api<K>`]: a typed handle on one kind `K` of the
+//!   [kind registry](krake_data::registry), in a namespace or across all of
+//!   them: create, get, list (label selectors, pages as a stream), update
+//!   (conditional on `resource_version`), delete (with force), and the
+//!   sub-operations the kind serves (status, binding, complete, shutdown,
+//!   retry). [`DynamicApi`] is the same over JSON for a kind chosen at run time.
+//! - [`Api::watch`]: a [`Stream`](futures::Stream) of [`WatchEvent`]s that
+//!   reconnects with backoff, resumes from the last `resource_version`, and
+//!   relists on 410 or against servers without resume ([`watch`] has the
+//!   contract).
+//! - [`Error`]: typed errors; API errors carry the [`Problem`] body.
 //!
 //! # Example
 //!
-//! The values it will send and receive are [`krake_data`] types already:
-//!
 //! ```
-//! use krake_data::metadata::{Metadata, ResourceRef};
+//! use krake_client::{Api, Client, ListParams, WatchConfig};
+//! use krake_data::kinds::kubernetes::Application;
 //!
-//! let metadata = Metadata::namespaced("system", "my-app");
-//! let reference = ResourceRef::new(
-//!     "kubernetes",
-//!     "Application",
-//!     metadata.namespace.clone(),
-//!     metadata.name.clone(),
-//! );
-//! assert_eq!(reference.name, "my-app");
-//! assert!(!krake_client::VERSION.is_empty());
+//! let client = Client::builder("http://localhost:8080")
+//!     .request_timeout(std::time::Duration::from_secs(30))
+//!     .build()?;
+//! let apps: Api<Application> = Api::namespaced(client, "testing");
+//! let selected = ListParams::default().labels("tier=web").limit(50);
+//! assert_eq!(selected.limit, Some(50));
+//! // In an async context:
+//! // let page = apps.list(&selected).await?;
+//! // let events = apps.watch(WatchConfig::default());
+//! let _watch = apps.watch(WatchConfig::default().labels("tier=web"));
+//! assert_eq!(apps.dynamic().kind().plural, "applications");
+//! # Ok::<(), krake_client::Error>(())
 //! ```
+
+mod backoff;
+mod client;
+mod error;
+mod handle;
+mod tls;
+pub mod watch;
+
+pub use client::{Client, ClientBuilder, Me};
+pub use error::{Error, Problem, Result};
+pub use handle::{Api, Bindable, DeleteParams, DynamicApi, ListParams};
+pub use tls::TlsOptions;
+pub use watch::{Backoff, WatchConfig, WatchEvent};
 
 /// The version of this crate (`CARGO_PKG_VERSION`), the same for every crate
 /// of the krake-rs workspace.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-
-#[cfg(test)]
-mod tests {
-    use super::VERSION;
-
-    #[test]
-    fn version_is_the_package_version() {
-        let parts: Vec<&str> = VERSION.split('.').collect();
-        assert_eq!(parts.len(), 3, "{VERSION}");
-        assert!(
-            parts.iter().all(|part| part.parse::<u64>().is_ok()),
-            "{VERSION}"
-        );
-    }
-}

@@ -1,23 +1,54 @@
-//! `krakectl`: the krake-rs command line tool for Krake's REST API, built on
-//! `krake-client` (create, get, list, update and delete of every kind from
-//! YAML or JSON manifests).
+//! `krakectl`: the command line tool of krake-rs, built on `krake-client`.
 //!
-//! **Not built yet.** The roadmap's *client + krakectl* step builds it; until
-//! then this binary prints one line saying so and exits with code 2.
+//! It has Krake's command tree (`kube app|cluster`, `infra …`, `core …`,
+//! `os …`) with Krake's aliases, flags, configuration search path and
+//! tables, generated from the kind registry, plus `core role` and
+//! `core rolebinding`, `-A/--all-namespaces`, `-l` label selectors on lists,
+//! `watch` commands, shell completions and `-o table|wide|json|yaml`.
+//!
+//! Exit codes: 0 on success, 1 when the API answers an error (its problem
+//! body is printed) or cannot be reached, 2 for bad flags (with clap's usage).
+
+mod body;
+mod catalog;
+mod cli;
+mod config;
+mod error;
+mod output;
+mod run;
+mod table;
+mod wait;
 
 use std::process::ExitCode;
 
-/// The line printed while the CLI is not implemented.
-const NOT_IMPLEMENTED: &str = concat!(
-    "krakectl ",
-    env!("CARGO_PKG_VERSION"),
-    ": the CLI is not implemented yet in this version"
-);
-
-/// The exit code of a binary that cannot do its job yet.
-const EXIT_NOT_IMPLEMENTED: u8 = 2;
-
 fn main() -> ExitCode {
-    eprintln!("{NOT_IMPLEMENTED}");
-    ExitCode::from(EXIT_NOT_IMPLEMENTED)
+    let mut command = cli::command();
+    let matches = command.clone().get_matches();
+    if let Some(shell) = matches.get_one::<clap_complete::Shell>("print-completion") {
+        clap_complete::generate(*shell, &mut command, "krakectl", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
+    if let Some(("completion", sub)) = matches.subcommand() {
+        if let Some(shell) = sub.get_one::<clap_complete::Shell>("shell") {
+            clap_complete::generate(*shell, &mut command, "krakectl", &mut std::io::stdout());
+        }
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("krakectl: cannot start the runtime: {err}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run::run(&matches)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("{}", run::describe_error(&err));
+            ExitCode::from(err.exit_code())
+        }
+    }
 }

@@ -1,0 +1,173 @@
+//! Shared test helpers: objects, and an API server that can be stopped and
+//! started again on the same port over the same store.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use krake_api::store::Store;
+use krake_api::{ApiConfig, ApiState, router};
+use krake_data::Metadata;
+use krake_data::kinds::kubernetes::{Application, ApplicationSpec};
+use tokio::task::JoinHandle;
+
+/// An application with a ConfigMap manifest and `labels`.
+pub fn app(name: &str, labels: &[(&str, &str)]) -> Application {
+    let manifest = serde_json::from_value(serde_json::json!([
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}}
+    ]))
+    .unwrap();
+    let mut metadata = Metadata::named(name);
+    for (key, value) in labels {
+        metadata.labels.insert((*key).into(), (*value).into());
+    }
+    Application::new(metadata, ApplicationSpec::from_manifest(manifest))
+}
+
+/// An API server over a shared store, on a fixed port once started.
+pub struct RestartableServer {
+    pub store: Arc<dyn Store>,
+    pub config: ApiConfig,
+    pub address: SocketAddr,
+    running: Option<(ApiState, JoinHandle<()>)>,
+}
+
+impl RestartableServer {
+    /// Starts a server on a free port.
+    pub async fn start(store: Arc<dyn Store>, config: ApiConfig) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let mut server = RestartableServer {
+            store,
+            config,
+            address,
+            running: None,
+        };
+        server.serve(listener);
+        server
+    }
+
+    fn serve(&mut self, listener: tokio::net::TcpListener) {
+        let state = ApiState::new(self.store.clone(), self.config.clone());
+        let app = router(state.clone());
+        let shutdown = state.shutdown_token().clone();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                .await;
+        });
+        self.running = Some((state, task));
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// Stops serving: open watch streams end, the port is closed.
+    pub async fn stop(&mut self) {
+        if let Some((state, task)) = self.running.take() {
+            state.shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+    }
+
+    /// Serves again on the same port, with a fresh API state over the same store.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let mut last = None;
+        for _ in 0..50 {
+            match tokio::net::TcpListener::bind(self.address).await {
+                Ok(listener) => {
+                    self.serve(listener);
+                    return;
+                }
+                Err(err) => last = Some(err),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("cannot bind {} again: {last:?}", self.address);
+    }
+}
+
+impl Drop for RestartableServer {
+    fn drop(&mut self) {
+        if let Some((state, task)) = self.running.take() {
+            state.shutdown();
+            task.abort();
+        }
+    }
+}
+
+/// A TCP proxy in front of a server whose connections a test can cut (both
+/// ends closed) or freeze (kept open, nothing forwarded: a silent peer).
+pub struct Proxy {
+    pub address: SocketAddr,
+    control: Arc<tokio::sync::watch::Sender<(u64, u64)>>,
+}
+
+impl Proxy {
+    pub async fn start(upstream: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (control, _) = tokio::sync::watch::channel((0u64, 0u64));
+        let control = Arc::new(control);
+        let accept_control = control.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                    continue;
+                };
+                let mut signals = accept_control.subscribe();
+                let start = *signals.borrow_and_update();
+                tokio::spawn(async move {
+                    let (mut client_read, mut client_write) = client.into_split();
+                    let (mut server_read, mut server_write) = server.into_split();
+                    let forward = async {
+                        tokio::select! {
+                            _ = tokio::io::copy(&mut client_read, &mut server_write) => {}
+                            _ = tokio::io::copy(&mut server_read, &mut client_write) => {}
+                        }
+                    };
+                    let frozen = tokio::select! {
+                        _ = forward => false,
+                        frozen = async {
+                            loop {
+                                if signals.changed().await.is_err() {
+                                    return false;
+                                }
+                                let now = *signals.borrow();
+                                if now.0 != start.0 {
+                                    return false;
+                                }
+                                if now.1 != start.1 {
+                                    return true;
+                                }
+                            }
+                        } => frozen,
+                    };
+                    if frozen {
+                        // Hold both connections open without forwarding.
+                        let _held = (client_read, client_write, server_read, server_write);
+                        std::future::pending::<()>().await;
+                    }
+                });
+            }
+        });
+        Proxy { address, control }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// Closes every open connection.
+    pub fn cut(&self) {
+        self.control.send_modify(|(cut, _)| *cut += 1);
+    }
+
+    /// Stops forwarding on every open connection, keeping them open.
+    pub fn freeze(&self) {
+        self.control.send_modify(|(_, frozen)| *frozen += 1);
+    }
+}
