@@ -492,12 +492,9 @@ async fn sub_operations(server: TestServer) {
     // /retry: only for DEGRADED.
     let (status, problem) = api.put(&format!("{path}/retry"), &json!({})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(
-        problem["detail"]
-            .as_str()
-            .unwrap()
-            .contains("No migration or deletion retry needed")
-    );
+    // As Krake answers (wire/krakectl/krakectl_transcript2.txt).
+    assert_eq!(problem["title"], "UPDATE_ERROR");
+    assert_eq!(problem["detail"], "No migration or deletion retry needed");
     let (_, current) = api.get(&path).await;
     let mut degraded = current.clone();
     degraded["status"]["state"] = json!("DEGRADED");

@@ -175,7 +175,7 @@ fn apply(
         }
         Subresource::Retry => {
             if object::state(&current) != Some("DEGRADED") {
-                return Err(ApiError::http_detail(
+                return Err(ApiError::update_error(
                     StatusCode::BAD_REQUEST,
                     "No migration or deletion retry needed",
                 ));
