@@ -27,6 +27,16 @@
 //! assert!(!krake_controller::VERSION.is_empty());
 //! ```
 
+pub mod action;
+pub mod finalizer;
+pub mod metrics;
+pub mod object_key;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use action::Action;
+pub use object_key::ObjectKey;
+
 /// The version of this crate (`CARGO_PKG_VERSION`), the same for every crate
 /// of the krake-rs workspace.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
