@@ -31,7 +31,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
@@ -185,8 +185,7 @@ async fn inject(State(faults): State<Faults>, request: Request, next: Next) -> R
         let (parts, body) = response.into_parts();
         let stream = body
             .into_data_stream()
-            .take_until(async move { token.cancelled().await })
-            .map(|chunk| chunk.map(Bytes::from));
+            .take_until(async move { token.cancelled().await });
         return Response::from_parts(parts, Body::from_stream(stream));
     }
     response
