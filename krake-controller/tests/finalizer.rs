@@ -51,10 +51,19 @@ async fn two_controllers_share_the_stack_in_order() {
         .unwrap();
     let log = Arc::new(Mutex::new(Vec::new()));
 
-    step(&roles, "x", &log, false).await.unwrap();
-    step(&roles, "y", &log, false).await.unwrap();
+    assert_eq!(
+        step(&roles, "x", &log, false).await.unwrap(),
+        Action::await_change()
+    );
+    assert_eq!(
+        step(&roles, "y", &log, false).await.unwrap(),
+        Action::await_change()
+    );
     // Rerunning adds nothing twice.
-    step(&roles, "x", &log, false).await.unwrap();
+    assert_eq!(
+        step(&roles, "x", &log, false).await.unwrap(),
+        Action::await_change()
+    );
     assert_eq!(
         roles.get("r").await.unwrap().metadata.finalizers,
         ["x", "y"]
@@ -64,14 +73,23 @@ async fn two_controllers_share_the_stack_in_order() {
     let deleted = roles.get("r").await.unwrap();
     assert_eq!(deleted.metadata.finalizers, ["x", "y", "cascade_deletion"]);
     // The garbage collector's turn first: neither cleans up.
-    step(&roles, "x", &log, false).await.unwrap();
-    step(&roles, "y", &log, false).await.unwrap();
+    assert_eq!(
+        step(&roles, "x", &log, false).await.unwrap(),
+        Action::await_change()
+    );
+    assert_eq!(
+        step(&roles, "y", &log, false).await.unwrap(),
+        Action::await_change()
+    );
     let mut gc_done = roles.get("r").await.unwrap();
     gc_done.metadata.finalizers.pop();
     roles.update(&gc_done).await.unwrap();
 
     // x is not at the tail: it waits; y's cleanup fails and keeps y.
-    step(&roles, "x", &log, false).await.unwrap();
+    assert_eq!(
+        step(&roles, "x", &log, false).await.unwrap(),
+        Action::await_change()
+    );
     let err = step(&roles, "y", &log, true).await.unwrap_err();
     assert!(matches!(err, FinalizerError::Cleanup(Refused)), "{err}");
     assert_eq!(
@@ -79,8 +97,14 @@ async fn two_controllers_share_the_stack_in_order() {
         ["x", "y"]
     );
     // Then y cleans up and pops, then x, and the object is gone.
-    step(&roles, "y", &log, false).await.unwrap();
-    step(&roles, "x", &log, false).await.unwrap();
+    assert_eq!(
+        step(&roles, "y", &log, false).await.unwrap(),
+        Action::await_change()
+    );
+    assert_eq!(
+        step(&roles, "x", &log, false).await.unwrap(),
+        Action::await_change()
+    );
     let gone = roles.get("r").await.unwrap_err();
     assert!(gone.is_not_found(), "{gone}");
 
