@@ -33,6 +33,7 @@ pub mod metrics;
 pub mod object_key;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod timers;
 
 pub use action::Action;
 pub use object_key::ObjectKey;
