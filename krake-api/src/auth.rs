@@ -95,6 +95,13 @@ pub trait Authorizer: Send + Sync + std::fmt::Debug + 'static {
     fn roles_of(&self, _user: &User) -> Option<Vec<String>> {
         None
     }
+
+    /// A number that changes whenever decisions may have changed (RBAC:
+    /// the policy was rebuilt). Open watch streams check again when it
+    /// moves, and end when the user may no longer watch.
+    fn generation(&self) -> u64 {
+        0
+    }
 }
 
 /// Refuses everyone with 403 (Krake's `always-deny`).

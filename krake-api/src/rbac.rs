@@ -215,6 +215,10 @@ impl Authorizer for RbacAuthorizer {
     fn roles_of(&self, user: &User) -> Option<Vec<String>> {
         self.policy().map(|policy| policy.roles_of(user.name()))
     }
+
+    fn generation(&self) -> u64 {
+        RbacAuthorizer::generation(self)
+    }
 }
 
 /// The Roles and RoleBindings as last seen, by store key.

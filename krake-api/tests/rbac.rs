@@ -423,6 +423,14 @@ async fn role_changes_take_effect_without_restart() {
         .await
         .unwrap();
     assert_eq!(me, json!({"user": "dave", "roles": ["reader-b"]}));
+    // A watch opened while allowed...
+    let watch = dave
+        .get(format!("{list_b}?watch&heartbeat=0"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(watch.status(), StatusCode::OK);
+    let mut watch_body = watch.bytes_stream();
 
     let (status, _) = users
         .send(0, Method::DELETE, "/core/rolebindings/dave", None)
@@ -437,6 +445,24 @@ async fn role_changes_take_effect_without_restart() {
         assert!(tokio::time::Instant::now() < deadline, "still {status}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // ...ends at the next event once the access is revoked, without it.
+    let (status, _) = users
+        .send(0, Method::POST, &apps("b"), Some(&app("after-revoke", 0)))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let mut received = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(chunk) = watch_body.next().await {
+            match chunk {
+                Ok(bytes) => received.extend_from_slice(&bytes),
+                Err(_) => break,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the watch did not end");
+    let text = String::from_utf8_lossy(&received);
+    assert!(!text.contains("after-revoke"), "{text}");
 }
 
 /// Krake's base roles give each component what it needs and no more.

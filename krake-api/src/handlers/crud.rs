@@ -120,7 +120,7 @@ pub async fn list(
         None => LabelSelector::default(),
     };
     if flag(&query, "watch") {
-        return watch::watch(&state, &target, &query, selector, access).await;
+        return watch::watch(&state, &target, &user, &query, selector, access).await;
     }
     let limit: Option<usize> = int_param(&query, "limit")?;
     let limit = limit.filter(|&l| l > 0);

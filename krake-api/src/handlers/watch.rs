@@ -19,19 +19,25 @@ use krake_store::Revision;
 use serde_json::Value;
 
 use super::{Target, int_param};
-use crate::auth::Access;
+use crate::auth::{Access, User};
 use crate::problem::ApiError;
 use crate::selector::LabelSelector;
 use crate::state::ApiState;
 use crate::watch_hub::{HubError, Subscription};
+use krake_data::kinds::core::Verb;
 
 /// The media type of watch streams.
 pub const NDJSON: &str = "application/x-ndjson";
 
 /// Answers a watch request on `target`'s collection.
+///
+/// `access` is what `user` may see now; when the authorizer's decisions
+/// change (a Role or RoleBinding changed), the stream checks again, follows
+/// the new access, and ends if the user may no longer watch at all.
 pub async fn watch(
     state: &ApiState,
     target: &Target,
+    user: &User,
     query: &HashMap<String, String>,
     selector: LabelSelector,
     access: Access,
@@ -63,18 +69,34 @@ pub async fn watch(
         .await?;
     let namespace = target.namespace.clone();
     let guard = state.metrics().watch_opened();
-    let events = subscription.filter_map(move |item| {
-        let keep = match &item {
-            Ok(item) => {
-                (namespace.is_none() || item.namespace == namespace)
-                    && access.allows(item.namespace.as_deref())
-                    && (selector.is_empty()
-                        || selector.matches(&crate::object::labels(&item.object)))
+    let recheck = (state.clone(), target.clone(), user.clone());
+    let generation = state.authorizer().generation();
+    let events = subscription
+        .scan((access, generation), move |(access, generation), item| {
+            let (state, target, user) = &recheck;
+            let now = state.authorizer().generation();
+            if now != *generation {
+                *generation = now;
+                match target.authorize(state, user, target.kind.plural, Verb::List) {
+                    Ok(new_access) => *access = new_access,
+                    Err(_) => {
+                        tracing::info!(user = user.name(), "watch ended: access revoked");
+                        return futures::future::ready(None);
+                    }
+                }
             }
-            Err(_) => true,
-        };
-        futures::future::ready(keep.then_some(item))
-    });
+            let keep = match &item {
+                Ok(item) => {
+                    (namespace.is_none() || item.namespace == namespace)
+                        && access.allows(item.namespace.as_deref())
+                        && (selector.is_empty()
+                            || selector.matches(&crate::object::labels(&item.object)))
+                }
+                Err(_) => true,
+            };
+            futures::future::ready(Some(keep.then_some(item)))
+        })
+        .filter_map(futures::future::ready);
     let body = ndjson_body(events.boxed(), heartbeat, guard);
     let mut response = Response::new(body);
     response
