@@ -27,6 +27,10 @@
 //! assert!(!krake_controller::VERSION.is_empty());
 //! ```
 
+pub mod reflector;
+pub mod shared;
+pub mod store;
+
 /// The version of this crate (`CARGO_PKG_VERSION`), the same for every crate
 /// of the krake-rs workspace.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
