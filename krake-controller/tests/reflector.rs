@@ -328,7 +328,7 @@ async fn relists_on_410(mut server: TestServer, compact_etcd: bool) {
         changes(&mut subscription, 2).await,
         ["DELETED gone", "RESTARTED"]
     );
-    let store = &subscription.store;
+    let store = &subscription.store.clone();
     assert_eq!(store.len(), 13);
     assert!(store.get(Some("testing"), "gone").is_none());
     let keep = store.get(Some("testing"), "keep").unwrap();
@@ -410,8 +410,9 @@ async fn subscribers_share_watches(server: TestServer) {
     ready(&everywhere.store).await;
     assert_eq!(reflectors.count(), 3);
     eventually("three open watches", || open_watches(&server) == 3).await;
-    // The first subscriber of each reflector sees its first list.
+    // Subscribers from before the first list see it.
     assert_eq!(changes(&mut first, 1).await, ["RESTARTED"]);
+    assert_eq!(changes(&mut second, 1).await, ["RESTARTED"]);
     assert_eq!(changes(&mut web, 1).await, ["RESTARTED"]);
 
     direct.create(&app("w1", &[("tier", "web")])).await.unwrap();
