@@ -553,7 +553,12 @@ mod tests {
     }
 
     fn tier_index(app: &Application) -> Vec<String> {
-        app.metadata.labels.get("tier").cloned().into_iter().collect()
+        app.metadata
+            .labels
+            .get("tier")
+            .cloned()
+            .into_iter()
+            .collect()
     }
 
     #[test]
@@ -641,7 +646,12 @@ mod tests {
         };
         let (a, b) = (set("a"), set("b"));
         let mut writer = Writer::<Application>::new().with_index("set", |app| {
-            app.metadata.labels.get("set").cloned().into_iter().collect()
+            app.metadata
+                .labels
+                .get("set")
+                .cloned()
+                .into_iter()
+                .collect()
         });
         let store = writer.reader();
         writer.apply(&WatchEvent::Restarted(a.clone()));
@@ -784,7 +794,11 @@ mod tests {
         writer.apply(&WatchEvent::Added(app("a", "w2", &[("tier", "web")])));
         assert_eq!(names(&store.index("tier", "web")), ["a/w1", "a/w2"]);
         // And it survives a relist.
-        writer.apply(&WatchEvent::Restarted(vec![app("a", "d2", &[("tier", "db")])]));
+        writer.apply(&WatchEvent::Restarted(vec![app(
+            "a",
+            "d2",
+            &[("tier", "db")],
+        )]));
         assert!(store.index("tier", "web").is_empty());
         assert_eq!(names(&store.index("tier", "db")), ["a/d2"]);
     }
@@ -796,7 +810,11 @@ mod tests {
             tier_index(app)
         });
         let store = writer.reader();
-        writer.apply(&WatchEvent::Restarted(vec![app("a", "w1", &[("tier", "web")])]));
+        writer.apply(&WatchEvent::Restarted(vec![app(
+            "a",
+            "w1",
+            &[("tier", "web")],
+        )]));
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             writer.apply(&WatchEvent::Added(app("a", "bomb", &[("tier", "web")])));
         }));

@@ -132,11 +132,20 @@ fn open_watches(server: &TestServer) -> i64 {
 
 async fn store_follows_the_server(server: TestServer) {
     let apps = apps_of(&server.url());
-    apps.create(&app("before", &[("tier", "web")])).await.unwrap();
-    apps.create(&app("doomed", &[("tier", "db")])).await.unwrap();
+    apps.create(&app("before", &[("tier", "web")]))
+        .await
+        .unwrap();
+    apps.create(&app("doomed", &[("tier", "db")]))
+        .await
+        .unwrap();
 
     let writer = Writer::new().with_index("tier", |app: &Application| {
-        app.metadata.labels.get("tier").cloned().into_iter().collect()
+        app.metadata
+            .labels
+            .get("tier")
+            .cloned()
+            .into_iter()
+            .collect()
     });
     let store = writer.reader();
     let web_writer = Writer::new();
@@ -144,8 +153,7 @@ async fn store_follows_the_server(server: TestServer) {
     let web = ListParams::default().labels("tier=web");
     let all = tokio::spawn(reflector(writer, apps.watch(watch_config())).for_each(|_| async {}));
     let selected = tokio::spawn(
-        reflector(web_writer, apps.watch(watch_config().labels("tier=web")))
-            .for_each(|_| async {}),
+        reflector(web_writer, apps.watch(watch_config().labels("tier=web"))).for_each(|_| async {}),
     );
     ready(&store).await;
     ready(&web_store).await;
@@ -392,11 +400,16 @@ async fn subscribers_share_watches(server: TestServer) {
         watch: watch_config(),
         ..SharedConfig::default()
     };
-    let reflectors =
-        Reflectors::with_config(Client::new(&server.url()).unwrap(), shutdown.clone(), config);
+    let reflectors = Reflectors::with_config(
+        Client::new(&server.url()).unwrap(),
+        shutdown.clone(),
+        config,
+    );
 
     let mut first = reflectors.subscribe::<Application>(Some("testing"), None);
-    let mut second = reflectors.clone().subscribe::<Application>(Some("testing"), None);
+    let mut second = reflectors
+        .clone()
+        .subscribe::<Application>(Some("testing"), None);
     ready(&first.store).await;
     ready(&second.store).await;
     assert_eq!(reflectors.count(), 1);
@@ -429,7 +442,12 @@ async fn subscribers_share_watches(server: TestServer) {
     // A later subscriber's index is built at once over the shared store.
     let indexed =
         reflectors.subscribe_with_index(Some("testing"), None, "tier", |app: &Application| {
-            app.metadata.labels.get("tier").cloned().into_iter().collect()
+            app.metadata
+                .labels
+                .get("tier")
+                .cloned()
+                .into_iter()
+                .collect()
         });
     assert_eq!(reflectors.count(), 3);
     let web_names: Vec<String> = first
