@@ -65,7 +65,9 @@
 //!   behind gets [`broadcast::error::RecvError::Lagged`] and should treat it
 //!   like a [`Change::Restarted`] (re-read the whole store).
 //! - Watch errors that are not retried silently (401, 403, 400) are logged
-//!   with `tracing` and the watch keeps retrying; the store stays as it was.
+//!   with `tracing` and the watch keeps retrying; the store stays as it was
+//!   (so [`Store::wait_ready`] waits until a list succeeds, or fails once the
+//!   reflector stops).
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
@@ -353,4 +355,60 @@ async fn run<K: Resource>(
         selector,
         "shared reflector: stopped"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::time::Duration;
+
+    use krake_data::kinds::core::Role;
+    use krake_data::kinds::kubernetes::Application;
+
+    use super::*;
+
+    /// Reflectors against a port nobody listens on: their watches keep
+    /// retrying, which is enough to check the registry.
+    fn unreachable(shutdown: &CancellationToken) -> Reflectors {
+        let client = Client::new("http://127.0.0.1:9").unwrap();
+        Reflectors::new(client, shutdown.clone())
+    }
+
+    #[tokio::test]
+    async fn one_reflector_per_kind_namespace_and_selector() {
+        let shutdown = CancellationToken::new();
+        let reflectors = unreachable(&shutdown);
+        let a = reflectors.subscribe::<Application>(Some("ns"), None);
+        let b = reflectors
+            .clone()
+            .subscribe::<Application>(Some("ns"), Some("  "));
+        assert_eq!(reflectors.count(), 1, "an empty selector is no selector");
+        reflectors.subscribe::<Application>(Some("ns"), Some("tier=web"));
+        reflectors.subscribe::<Application>(Some("ns"), Some(" tier=web "));
+        assert_eq!(reflectors.count(), 2, "selectors are compared trimmed");
+        reflectors.subscribe::<Application>(Some("other"), None);
+        reflectors.subscribe::<Application>(None, None);
+        assert_eq!(reflectors.count(), 4);
+        // A global kind has no namespace to tell reflectors apart.
+        reflectors.subscribe::<Role>(None, None);
+        reflectors.subscribe::<Role>(Some("ns"), None);
+        assert_eq!(reflectors.count(), 5);
+
+        // Shared means the same store: an index declared through one is
+        // seen through the other.
+        assert!(!a.store.is_ready() && !b.store.is_ready());
+        let c = reflectors.subscribe_with_index::<Application>(Some("ns"), None, "i", |_| vec![]);
+        assert!(a.store.has_index("i") && b.store.has_index("i") && c.store.has_index("i"));
+        assert_eq!(reflectors.count(), 5);
+
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), reflectors.stopped())
+            .await
+            .expect("stopped within the guard");
+        assert_eq!(
+            a.store.wait_ready().await,
+            Err(crate::store::StoreError::WriterDropped)
+        );
+    }
 }

@@ -487,3 +487,38 @@ async fn subscribers_share_one_watch_per_kind_namespace_and_selector_on_embedded
 async fn subscribers_share_one_watch_per_kind_namespace_and_selector_on_etcd() {
     subscribers_share_watches(TestServer::etcd().await).await;
 }
+
+// ---------------------------------------------------------------------------
+// A watch the server refuses leaves its own store unready, and only it.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_watch_leaves_only_its_store_unready() {
+    let server = TestServer::embedded().await;
+    let direct = apps_of(&server.url());
+    direct.create(&app("w1", &[("tier", "web")])).await.unwrap();
+    let shutdown = CancellationToken::new();
+    let config = SharedConfig {
+        watch: watch_config(),
+        ..SharedConfig::default()
+    };
+    let reflectors = Reflectors::with_config(
+        Client::new(&server.url()).unwrap(),
+        shutdown.clone(),
+        config,
+    );
+    // The server answers 400 to this selector, again and again.
+    let refused = reflectors.subscribe::<Application>(Some("testing"), Some("zone in ("));
+    let fine = reflectors.subscribe::<Application>(Some("testing"), Some("tier=web"));
+    ready(&fine.store).await;
+    assert_eq!(fine.store.len(), 1);
+    assert!(!refused.store.is_ready());
+    assert!(refused.store.is_empty());
+    shutdown.cancel();
+    tokio::time::timeout(GUARD, reflectors.stopped())
+        .await
+        .expect("stopped within the guard");
+    let waited = tokio::time::timeout(GUARD, refused.store.wait_ready())
+        .await
+        .expect("an answer within the guard");
+    assert!(waited.is_err(), "{waited:?}");
+}
