@@ -147,15 +147,17 @@ impl<K> State<K> {
         self.indexes.iter().map(|i| i.values_of(object)).collect()
     }
 
-    /// Inserts or replaces an object. The index functions run before any
-    /// change, so a panicking one leaves the state as it was.
-    fn upsert(&mut self, key: ObjectKey, object: Arc<K>) {
+    /// Inserts or replaces an object; returns the replaced one (for the
+    /// caller to drop after releasing the lock). The index functions run
+    /// before any change, so a panicking one leaves the state as it was.
+    fn upsert(&mut self, key: ObjectKey, object: Arc<K>) -> Option<Arc<K>> {
         let values = self.entry_values(&object);
-        self.remove(&key);
+        let replaced = self.remove(&key);
         for (index, values) in self.indexes.iter_mut().zip(&values) {
             index.insert(&key, values);
         }
         self.objects.insert(key, Entry { object, values });
+        replaced
     }
 
     fn remove(&mut self, key: &ObjectKey) -> Option<Arc<K>> {
@@ -448,7 +450,9 @@ impl<K: Resource> Writer<K> {
             WatchEvent::Added(object) | WatchEvent::Modified(object) => {
                 let key = ObjectKey::of(&object);
                 let object = Arc::new(object);
-                write(&self.state).upsert(key, object.clone());
+                // Drop the replaced object after the lock is released.
+                let replaced = write(&self.state).upsert(key, object.clone());
+                drop(replaced);
                 Applied::Upserted(object)
             }
             WatchEvent::Deleted(object) => {
@@ -486,6 +490,7 @@ impl<K: Resource> Writer<K> {
                 .collect(),
         };
         for object in objects {
+            // A duplicate in the list: the later object wins.
             fresh.upsert(ObjectKey::of(&object), Arc::new(object));
         }
         let old = {
