@@ -37,6 +37,9 @@ pub mod timers;
 
 pub use action::Action;
 pub use object_key::ObjectKey;
+pub mod reflector;
+pub mod shared;
+pub mod store;
 
 /// The version of this crate (`CARGO_PKG_VERSION`), the same for every crate
 /// of the krake-rs workspace.
