@@ -27,6 +27,8 @@
 //! assert!(!krake_controller::VERSION.is_empty());
 //! ```
 
+pub mod leader;
+
 /// The version of this crate (`CARGO_PKG_VERSION`), the same for every crate
 /// of the krake-rs workspace.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
