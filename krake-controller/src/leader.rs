@@ -370,12 +370,11 @@ impl LeaderElector {
     /// talking to the API through `client`. Does no I/O.
     pub fn new(client: Client, config: LeaseConfig) -> Result<Self, LeaderError> {
         config.validate()?;
-        let duration_ms =
-            u32::try_from(config.lease_duration.as_millis()).map_err(|_| {
-                LeaderError::InvalidConfig {
-                    reason: "lease_duration is more than u32::MAX milliseconds".to_owned(),
-                }
-            })?;
+        let duration_ms = u32::try_from(config.lease_duration.as_millis()).map_err(|_| {
+            LeaderError::InvalidConfig {
+                reason: "lease_duration is more than u32::MAX milliseconds".to_owned(),
+            }
+        })?;
         let (leader, _) = watch::channel(false);
         Ok(LeaderElector {
             api: Api::namespaced(client, &config.namespace),
@@ -600,9 +599,7 @@ impl LeaderElector {
                     maybe_ours: false,
                 }
             }
-            Verdict::Free | Verdict::Ours | Verdict::Expired => {
-                self.acquire(lease, shutdown).await
-            }
+            Verdict::Free | Verdict::Ours | Verdict::Expired => self.acquire(lease, shutdown).await,
         }
     }
 
@@ -623,10 +620,7 @@ impl LeaderElector {
         let metadata = Metadata::namespaced(&self.config.namespace, &self.config.name);
         let lease = Lease::new(metadata, spec);
         let deadline = self.deadline_after(started);
-        match self
-            .call(deadline, shutdown, self.api.create(&lease))
-            .await
-        {
+        match self.call(deadline, shutdown, self.api.create(&lease)).await {
             Outcome::Done(Ok(created)) => self.become_leader(created, started),
             // Created by another replica meanwhile: read it.
             Outcome::Done(Err(err)) if err.is_conflict() => State::fresh(),
@@ -648,10 +642,7 @@ impl LeaderElector {
         let mut lease = current;
         lease.spec = acquired(&lease.spec, &self.config.identity, wall, self.duration_ms);
         let deadline = self.deadline_after(started);
-        match self
-            .call(deadline, shutdown, self.api.update(&lease))
-            .await
-        {
+        match self.call(deadline, shutdown, self.api.update(&lease)).await {
             Outcome::Done(Ok(updated)) => self.become_leader(updated, started),
             // Written or removed by another replica meanwhile: read it again.
             Outcome::Done(Err(err)) if err.is_conflict() || err.is_not_found() => State::fresh(),
@@ -934,7 +925,10 @@ mod tests {
 
     #[test]
     fn inconsistent_configurations_are_refused() {
-        assert_eq!(LeaseConfig::new("system", "scheduler", "a").validate(), Ok(()));
+        assert_eq!(
+            LeaseConfig::new("system", "scheduler", "a").validate(),
+            Ok(())
+        );
         assert_eq!(config().validate(), Ok(()));
         let refused = |config: LeaseConfig| match config.validate() {
             Err(LeaderError::InvalidConfig { reason }) => reason,
@@ -971,10 +965,13 @@ mod tests {
             ..config()
         });
         let client = Client::new("http://127.0.0.1:1").unwrap();
-        let err = LeaderElector::new(client, LeaseConfig {
-            identity: String::new(),
-            ..config()
-        })
+        let err = LeaderElector::new(
+            client,
+            LeaseConfig {
+                identity: String::new(),
+                ..config()
+            },
+        )
         .unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -987,7 +984,10 @@ mod tests {
         let a = unique_identity("scheduler");
         let b = unique_identity("scheduler");
         assert_ne!(a, b);
-        assert!(a.starts_with("scheduler-") && a.len() == "scheduler-".len() + 16, "{a}");
+        assert!(
+            a.starts_with("scheduler-") && a.len() == "scheduler-".len() + 16,
+            "{a}"
+        );
     }
 
     #[tokio::test]

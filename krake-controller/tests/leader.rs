@@ -88,7 +88,9 @@ impl History {
                 };
                 match event.unwrap() {
                     WatchEvent::Restarted(all) => {
-                        let first = listed.take().expect("the watch relisted: writes were missed");
+                        let first = listed
+                            .take()
+                            .expect("the watch relisted: writes were missed");
                         assert!(all.is_empty(), "the lease exists before the test: {all:?}");
                         let _ = first.send(());
                     }
@@ -107,10 +109,18 @@ impl History {
     /// Waits until the watch delivered the lease's current version, then
     /// stops it.
     async fn settle(&self, url: &str, watch: JoinHandle<()>) {
-        let current = leases(url).get(LEASE).await.unwrap().metadata.resource_version;
+        let current = leases(url)
+            .get(LEASE)
+            .await
+            .unwrap()
+            .metadata
+            .resource_version;
         let started = Instant::now();
         while self.writes.lock().unwrap().last().map(|w| &w.version) != Some(&current) {
-            assert!(started.elapsed() < GUARD, "the watch never delivered {current:?}");
+            assert!(
+                started.elapsed() < GUARD,
+                "the watch never delivered {current:?}"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         watch.abort();
@@ -330,7 +340,7 @@ async fn the_api_serves_leases_with_conditional_updates() {
     assert!(api.create(&lease).await.unwrap_err().is_conflict());
     assert_eq!(api.get(LEASE).await.unwrap(), created);
     let listed = api.list(&ListParams::default()).await.unwrap();
-    assert_eq!(listed.items, [created.clone()]);
+    assert_eq!(listed.items.as_slice(), std::slice::from_ref(&created));
 
     let mut taken = created.clone();
     taken.spec.holder = Some("b".into());
@@ -349,10 +359,7 @@ async fn the_api_serves_leases_with_conditional_updates() {
     assert_eq!(api.get(LEASE).await.unwrap(), updated);
 
     // The duration is validated.
-    let zero = Lease::new(
-        Metadata::namespaced(NAMESPACE, "zero"),
-        LeaseSpec::free(0),
-    );
+    let zero = Lease::new(Metadata::namespaced(NAMESPACE, "zero"), LeaseSpec::free(0));
     let err = api.create(&zero).await.unwrap_err();
     assert_eq!(err.status(), Some(422), "{err:?}");
     assert!(api.get("zero").await.unwrap_err().is_not_found());
@@ -409,10 +416,7 @@ async fn a_standby_takes_over_when_the_leader_is_killed() {
     history.settle(&server.url(), watch).await;
     // Taken over after expiry: no release between the two holders.
     let holders = check_history(&history);
-    assert_eq!(
-        holders,
-        [Some(first_identity), Some(second_identity), None]
-    );
+    assert_eq!(holders, [Some(first_identity), Some(second_identity), None]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -517,7 +521,10 @@ async fn a_leader_whose_lease_is_taken_steps_down_at_once() {
     // expires.
     replica.wait_leading(true).await;
     let lease = api.get(LEASE).await.unwrap();
-    assert_eq!(lease.spec.holder.as_deref(), Some(replica.identity.as_str()));
+    assert_eq!(
+        lease.spec.holder.as_deref(),
+        Some(replica.identity.as_str())
+    );
     assert_eq!(lease.spec.transitions, 1);
     replica.stop().await;
 }
