@@ -164,10 +164,11 @@ impl LeaseConfig {
         }
     }
 
-    /// Checks that the names are valid and the durations consistent:
-    /// `lease_duration` more than `renew_every + max_clock_skew` (so a renewal
-    /// is due before the leader's deadline), at most `u32::MAX` milliseconds;
-    /// `renew_every` and `retry_every` not zero.
+    /// Checks that the names are valid, the identity not empty, and the
+    /// durations consistent: `lease_duration` more than `renew_every +
+    /// max_clock_skew` (so a renewal is due before the leader's deadline) and
+    /// at most `u32::MAX` milliseconds; `renew_every` and `retry_every` not
+    /// zero, `retry_every` at most `lease_duration`.
     pub fn validate(&self) -> Result<(), LeaderError> {
         let invalid = |reason: String| Err(LeaderError::InvalidConfig { reason });
         for (field, value) in [("namespace", &self.namespace), ("name", &self.name)] {
@@ -181,10 +182,17 @@ impl LeaseConfig {
         if self.renew_every.is_zero() || self.retry_every.is_zero() {
             return invalid("renew_every and retry_every must be more than zero".to_owned());
         }
-        if self.lease_duration <= self.renew_every + self.max_clock_skew {
+        let margin = self.renew_every.checked_add(self.max_clock_skew);
+        if margin.is_none_or(|margin| self.lease_duration <= margin) {
             return invalid(format!(
                 "lease_duration ({:?}) must be more than renew_every ({:?}) plus max_clock_skew ({:?})",
                 self.lease_duration, self.renew_every, self.max_clock_skew
+            ));
+        }
+        if self.retry_every > self.lease_duration {
+            return invalid(format!(
+                "retry_every ({:?}) must be at most lease_duration ({:?})",
+                self.retry_every, self.lease_duration
             ));
         }
         if u32::try_from(self.lease_duration.as_millis()).is_err() {
@@ -951,6 +959,15 @@ mod tests {
             identity: String::new(),
             ..config()
         });
+        refused(LeaseConfig {
+            max_clock_skew: Duration::MAX,
+            ..config()
+        });
+        let reason = refused(LeaseConfig {
+            retry_every: Duration::from_millis(1_001),
+            ..config()
+        });
+        assert!(reason.starts_with("retry_every"), "{reason}");
         let reason = refused(LeaseConfig {
             name: "a/b".into(),
             ..config()
