@@ -406,7 +406,11 @@ async fn a_standby_takes_over_when_the_leader_is_killed() {
     let mut second = Replica::start(&server.url(), &history);
     let (first_identity, second_identity) = (first.identity.clone(), second.identity.clone());
 
+    // A receiver held elsewhere sees the killed replica stop leading.
+    let first_leading = first.leading.clone();
+    assert!(*first_leading.borrow());
     first.kill().await;
+    assert!(!*first_leading.borrow());
     second.wait_leading(true).await;
     let lease = leases(&server.url()).get(LEASE).await.unwrap();
     assert_eq!(lease.spec.holder.as_deref(), Some(second_identity.as_str()));
