@@ -40,6 +40,7 @@ pub use object_key::ObjectKey;
 pub mod reflector;
 pub mod shared;
 pub mod store;
+pub mod leader;
 
 /// The version of this crate (`CARGO_PKG_VERSION`), the same for every crate
 /// of the krake-rs workspace.

@@ -4,7 +4,8 @@
 //! label and metric constraint languages, and a registry that describes every
 //! kind for code that handles them generically. No I/O.
 //!
-//! - [`kinds`]: the 14 persistent kinds and the sub-operation bodies;
+//! - [`kinds`]: Krake's 14 persistent kinds (and, beyond Krake, `Lease`) and
+//!   the sub-operation bodies;
 //! - [`metadata`]: [`Metadata`], [`ResourceRef`], naming and label rules;
 //! - [`registry`]: [`KindInfo`] for every kind (paths,
 //!   store keys, sub-operations, field markers, type-erased parsing and JSON

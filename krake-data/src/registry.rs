@@ -16,7 +16,7 @@
 //! assert_eq!(apps.scope, Scope::Namespaced);
 //! assert_eq!(apps.key(Some("ns"), "web").unwrap(), "/kubernetes/applications/ns/web");
 //! assert_eq!(apps.prefix(None), "/kubernetes/applications/");
-//! assert_eq!(registry::ALL.len(), 14);
+//! assert_eq!(registry::ALL.len(), 15);
 //! ```
 
 use std::fmt;
@@ -446,7 +446,8 @@ pub fn validate_type_meta(
     }
 }
 
-/// Every persistent kind, in Krake's order.
+/// Every persistent kind: Krake's 14 in Krake's order, then the kinds
+/// beyond Krake (`core/Lease`).
 pub static ALL: &[&KindInfo] = &[
     &crate::kinds::core::ROLE,
     &crate::kinds::core::ROLE_BINDING,
@@ -462,6 +463,8 @@ pub static ALL: &[&KindInfo] = &[
     &crate::kinds::infrastructure::CLOUD,
     &crate::kinds::openstack::PROJECT,
     &crate::kinds::openstack::MAGNUM_CLUSTER,
+    // Beyond Krake.
+    &crate::kinds::core::LEASE,
 ];
 
 /// Every request-only body kind.

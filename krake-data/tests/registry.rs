@@ -1,5 +1,6 @@
 //! The kind registry against Krake's route table and key layout
-//! (`shared/krake-api.md`, sections 1.3 and 2.1).
+//! (`shared/krake-api.md`, sections 1.3 and 2.1), followed by the kinds
+//! beyond Krake.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use krake_data::kinds::{core, infrastructure, kubernetes, openstack};
@@ -133,10 +134,21 @@ const KRAKE_TABLE: &[Row] = &[
     ),
 ];
 
+/// The kinds beyond Krake, after Krake's in the registry.
+const BEYOND_KRAKE: &[Row] = &[(
+    "core",
+    "Lease",
+    "leases",
+    Scope::Namespaced,
+    "/core/leases/{namespace}/{name}",
+    &[],
+)];
+
 #[test]
 fn registry_matches_krakes_route_table() {
-    assert_eq!(registry::ALL.len(), KRAKE_TABLE.len());
-    for (info, &(api, kind, plural, scope, key, subs)) in registry::ALL.iter().zip(KRAKE_TABLE) {
+    let table: Vec<&Row> = KRAKE_TABLE.iter().chain(BEYOND_KRAKE).collect();
+    assert_eq!(registry::ALL.len(), table.len());
+    for (info, &&(api, kind, plural, scope, key, subs)) in registry::ALL.iter().zip(&table) {
         assert_eq!(
             (
                 info.api,
@@ -308,6 +320,7 @@ fn typed_kinds_point_at_their_entries() {
     check::<infrastructure::Cloud>("infrastructure", "Cloud");
     check::<openstack::Project>("openstack", "Project");
     check::<openstack::MagnumCluster>("openstack", "MagnumCluster");
+    check::<core::Lease>("core", "Lease");
 
     let mut app = kubernetes::Application::new(
         krake_data::Metadata::namespaced("ns", "a"),
@@ -369,4 +382,63 @@ fn every_kind_has_a_json_schema_with_its_fields() {
     let providers = schemas["MetricsProviderSpec"]["oneOf"].as_array().unwrap();
     assert_eq!(providers.len(), 4);
     assert!(schemas["LabelConstraint"]["type"] == "string");
+}
+
+#[test]
+fn lease_validation_and_defaults() {
+    let lease = core::Lease::new(
+        krake_data::Metadata::namespaced("ns", "controller"),
+        core::LeaseSpec::free(400),
+    );
+    let value = serde_json::to_value(&lease).unwrap();
+    assert_eq!(
+        value["spec"],
+        serde_json::json!({
+            "holder": null,
+            "acquire_time": null,
+            "renew_time": null,
+            "lease_duration_ms": 400,
+            "transitions": 0,
+        })
+    );
+    let created = core::LEASE
+        .parse(
+            serde_json::json!({
+                "metadata": {"name": "controller", "namespace": "ns"},
+                "spec": {"lease_duration_ms": 400},
+            }),
+            registry::ParseMode::Create,
+        )
+        .unwrap();
+    assert_eq!(created["api"], "core");
+    assert_eq!(created["kind"], "Lease");
+    assert_eq!(created["spec"], value["spec"]);
+
+    let errors = core::LEASE
+        .parse(
+            serde_json::json!({
+                "metadata": {"name": "controller", "namespace": "ns"},
+                "spec": {"lease_duration_ms": 0, "holder": ""},
+            }),
+            registry::ParseMode::Create,
+        )
+        .unwrap_err();
+    assert_eq!(
+        errors.messages_at("spec.lease_duration_ms"),
+        ["Must be greater than or equal to 1."]
+    );
+    assert_eq!(
+        errors.messages_at("spec.holder"),
+        ["Shorter than minimum length 1."]
+    );
+    let errors = core::LEASE
+        .parse(
+            serde_json::json!({"metadata": {"name": "controller", "namespace": "ns"}, "spec": {}}),
+            registry::ParseMode::Create,
+        )
+        .unwrap_err();
+    assert!(
+        !errors.messages_at("spec.lease_duration_ms").is_empty(),
+        "{errors}"
+    );
 }

@@ -1,7 +1,7 @@
 //! Property tests: every generated *valid* object of every kind round-trips
 //! through JSON.
 //!
-//! The strategies below build objects of all 14 persistent kinds and of the 5
+//! The strategies below build objects of all 15 persistent kinds and of the 5
 //! request-only body kinds with every field varied (every enum variant, every
 //! variant of the tagged containers, optional fields set and unset, opaque
 //! JSON, constraint expressions in all their spellings) while respecting each
@@ -34,9 +34,9 @@ use std::ptr;
 use chrono::{DateTime, FixedOffset};
 use indexmap::IndexMap;
 use krake_data::kinds::core::{
-    GlobalMetric, GlobalMetricsProvider, InfluxSpec, KafkaSpec, Metric, MetricRef, MetricSpec,
-    MetricSpecProvider, MetricsProvider, MetricsProviderSpec, PrometheusSpec, Role, RoleBinding,
-    RoleRule, StaticSpec, Verb,
+    GlobalMetric, GlobalMetricsProvider, InfluxSpec, KafkaSpec, Lease, LeaseSpec, Metric,
+    MetricRef, MetricSpec, MetricSpecProvider, MetricsProvider, MetricsProviderSpec,
+    PrometheusSpec, Role, RoleBinding, RoleRule, StaticSpec, Verb,
 };
 use krake_data::kinds::infrastructure::{
     CLOUD_BINDING, Cloud, CloudBinding, CloudSpec, CloudState, CloudStatus, GlobalCloud,
@@ -359,7 +359,7 @@ fn enum_lists_are_complete() {
     assert_eq!(numbers.len(), REASON_CODES.len());
     assert_eq!(MetricsProviderSpec::TYPES.len(), 4);
     assert_eq!(AuthMethod::TYPES.len(), 2);
-    assert_eq!(registry::ALL.len(), 14);
+    assert_eq!(registry::ALL.len(), 15);
     assert_eq!(registry::BODIES.len(), 5);
 }
 
@@ -1397,6 +1397,20 @@ prop_compose! {
     }
 }
 
+prop_compose! {
+    fn lease()(
+        metadata in metadata(true),
+        holder in option::of(prop_oneof![name(), regex("(?s).{1,12}")]),
+        acquire_time in option::of(timestamp()),
+        renew_time in option::of(timestamp()),
+        lease_duration_ms in 1..=u32::MAX,
+        transitions in any::<u32>(),
+    ) -> Lease {
+        let spec = LeaseSpec { holder, acquire_time, renew_time, lease_duration_ms, transitions };
+        Lease::new(metadata, spec)
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Bodies
 // ---------------------------------------------------------------------------
@@ -1485,6 +1499,7 @@ round_trip_tests! {
         cloud_round_trips: cloud();
         project_round_trips: project();
         magnum_cluster_round_trips: magnum_cluster();
+        lease_round_trips: lease();
     }
     bodies {
         cluster_binding_round_trips: cluster_binding() => CLUSTER_BINDING;

@@ -14,6 +14,9 @@ use krake_data::registry::{self, ParseMode};
 use krake_data::{WatchEvent, WatchEventType};
 use serde_json::Value;
 
+/// The kinds of the registry that Krake does not have (so no captured traffic).
+const BEYOND_KRAKE: &[&str] = &["Lease"];
+
 fn wire_dir() -> PathBuf {
     if let Ok(dir) = std::env::var("KRAKE_WIRE_DIR") {
         return PathBuf::from(dir);
@@ -85,8 +88,13 @@ fn every_captured_object_round_trips() {
             kinds_seen.insert(registry::by_kind(&api, &kind).unwrap().kind);
         }
     }
-    // Every kind of the registry has at least one captured body.
-    let all: std::collections::BTreeSet<_> = registry::ALL.iter().map(|k| k.kind).collect();
+    // Every kind of the registry has at least one captured body, except the
+    // kinds beyond Krake, which Krake never sent.
+    let all: std::collections::BTreeSet<_> = registry::ALL
+        .iter()
+        .map(|k| k.kind)
+        .filter(|kind| !BEYOND_KRAKE.contains(kind))
+        .collect();
     let missing: Vec<_> = all.difference(&kinds_seen).collect();
     assert!(missing.is_empty(), "no captured body for {missing:?}");
 }

@@ -1,4 +1,5 @@
-//! The `core` API group: RBAC roles and bindings, metrics and metrics providers.
+//! The `core` API group: RBAC roles and bindings, metrics and metrics
+//! providers, and (beyond Krake) leases for leader election.
 
 use indexmap::IndexMap;
 use schemars::JsonSchema;
@@ -8,6 +9,7 @@ use super::{declare_kind, spec_kind};
 use crate::metadata::Metadata;
 use crate::registry::{Resource, validate_type_meta};
 use crate::tagged_container;
+use crate::timestamp::Timestamp;
 use crate::validation::{Validate, Validator};
 
 /// Validates what every persistent object has: `api`, `kind` and metadata.
@@ -370,5 +372,73 @@ impl Validate for MetricRef {
         if !self.weight.is_finite() {
             v.field("weight", |v| v.error("Not a valid number."));
         }
+    }
+}
+
+/// Who holds a [`Lease`], since when, and for how long.
+///
+/// A lease is held by `holder` until `renew_time + lease_duration_ms` and is
+/// free when `holder` is `None`. Replicas change it only with conditional
+/// updates (`metadata.resource_version`), so of two replicas writing the same
+/// version of a lease at most one succeeds. The times are the writer's wall
+/// clock; readers must allow for clock skew (see `krake_controller::leader`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct LeaseSpec {
+    /// The identity of the replica holding the lease; `None` when it is free.
+    #[serde(default)]
+    pub holder: Option<String>,
+    /// When the current holder acquired the lease.
+    #[serde(default)]
+    pub acquire_time: Option<Timestamp>,
+    /// When the current holder last renewed the lease.
+    #[serde(default)]
+    pub renew_time: Option<Timestamp>,
+    /// How long after `renew_time` the lease stays held without a renewal, in
+    /// milliseconds (more than 0). Milliseconds rather than Kubernetes'
+    /// seconds, so short leases can be tested against a real server.
+    pub lease_duration_ms: u32,
+    /// How many times the lease changed hands.
+    #[serde(default)]
+    pub transitions: u32,
+}
+
+impl LeaseSpec {
+    /// A free lease (no holder) of this duration.
+    pub fn free(lease_duration_ms: u32) -> Self {
+        LeaseSpec {
+            holder: None,
+            acquire_time: None,
+            renew_time: None,
+            lease_duration_ms,
+            transitions: 0,
+        }
+    }
+}
+
+impl Validate for LeaseSpec {
+    fn validate(&self, v: &mut Validator) {
+        if self.lease_duration_ms == 0 {
+            v.field("lease_duration_ms", |v| {
+                v.error("Must be greater than or equal to 1.")
+            });
+        }
+        if self.holder.as_deref() == Some("") {
+            v.field("holder", |v| v.error("Shorter than minimum length 1."));
+        }
+    }
+}
+
+spec_kind! {
+    /// Beyond Krake: a lease held by one replica of a controller at a time,
+    /// for leader election among active-passive replicas.
+    Lease, LEASE {
+        api: "core",
+        kind: "Lease",
+        list_kind: "LeaseList",
+        plural: "leases",
+        scope: Namespaced,
+        key: "/core/leases/{namespace}/{name}",
+        spec: LeaseSpec,
+        serde_defaults: ("Lease::default_api", "Lease::default_kind"),
     }
 }

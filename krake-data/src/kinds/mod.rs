@@ -1,7 +1,7 @@
 //! Every kind of Krake's four API groups.
 //!
 //! - [`core`] holds `Role`, `RoleBinding`, `GlobalMetric`, `Metric`,
-//!   `GlobalMetricsProvider` and `MetricsProvider`;
+//!   `GlobalMetricsProvider` and `MetricsProvider`, and beyond Krake `Lease`;
 //! - [`kubernetes`] holds `Application`, `Cluster` and the bodies
 //!   `ClusterBinding`, `Complete` and `Shutdown`;
 //! - [`infrastructure`] holds `GlobalInfrastructureProvider`,
