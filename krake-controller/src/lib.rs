@@ -1,46 +1,74 @@
-//! The controller runtime of krake-rs: what Krake's controllers (scheduler,
-//! garbage collector, Kubernetes application and cluster controllers) are
-//! built on.
+//! The controller runtime of krake-rs: what third-party services embed to
+//! run their own controllers against Krake, and what Krake's own controllers
+//! are built on.
 //!
-//! **Not built yet.** This crate is a skeleton. The roadmap fills it in two
-//! steps:
+//! Small stages, each usable alone (kube-runtime's layering):
 //!
-//! 1. *controller runtime*: watch-driven reflectors and work queues on top of
-//!    `krake-client`, with resynchronisation, back-off and graceful shutdown.
-//! 2. *scheduler/GC*: Krake's scheduler (placing applications on clusters by
-//!    label and metric constraints, the constraint languages of
-//!    [`krake_data`]) and its garbage collector (cascading deletion through
-//!    owners and finalizers).
+//! - [`reflector`] and [`store`]: list, then watch through `krake-client`,
+//!   into an in-memory [`store::Store`] that is ready after the first list,
+//!   with secondary indexes; [`shared::Reflectors`] runs one reflector per
+//!   (kind, namespace, selector) for the whole process;
+//! - [`work_queue`] and [`runner`]: keys with due times, deduplicated,
+//!   debounced, per-key exponential backoff, never two runs of a key at once,
+//!   bounded concurrency, draining on shutdown;
+//! - [`controller`]: the stages put together for a kind, with `owns` and
+//!   `watches` triggers, resync, predicates, leader election, metrics and a
+//!   tracing span per reconcile;
+//! - [`finalizer`]: Krake's finalizer stack; [`timers`]: per-object periodic
+//!   functions (observers); [`leader`]: active-passive replicas through a
+//!   `core/Lease` held in the API; [`metrics`]: Prometheus metrics;
+//! - [`testing`] (feature `testing`): a fake API with fault injection.
+//!
+//! Controllers never touch the store: everything goes through the API.
 //!
 //! # Example
 //!
-//! Controllers act on [`krake_data`] objects, for example by following the
-//! finalizer stack of an object being deleted:
+//! ```no_run
+//! use std::sync::Arc;
+//! use krake_client::Client;
+//! use krake_controller::controller::Controller;
+//! use krake_controller::shared::Reflectors;
+//! use krake_controller::work_queue::Attempt;
+//! use krake_controller::Action;
+//! use krake_data::kinds::kubernetes::Application;
+//! use tokio_util::sync::CancellationToken;
 //!
-//! ```
-//! use krake_data::metadata::Metadata;
-//!
-//! let mut metadata = Metadata::named("my-app");
-//! metadata.finalizers.push("cascade_deletion".into());
-//! assert_eq!(metadata.tail_finalizer(), Some("cascade_deletion"));
-//! assert!(!metadata.is_deleted());
-//! assert!(!krake_controller::VERSION.is_empty());
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = Client::new("http://127.0.0.1:8080")?;
+//! let shutdown = CancellationToken::new();
+//! let reflectors = Reflectors::new(client, shutdown.clone());
+//! Controller::<Application>::new(&reflectors, Some("testing"))
+//!     .run(
+//!         |app: Arc<Application>, _: Arc<()>| async move {
+//!             println!("{} is {:?}", app.metadata.name, app.status.state);
+//!             Ok::<_, std::convert::Infallible>(Action::await_change())
+//!         },
+//!         |_, _, _: Attempt, _| Action::await_change(),
+//!         Arc::new(()),
+//!         shutdown,
+//!     )
+//!     .await;
+//! # Ok(())
+//! # }
 //! ```
 
 pub mod action;
+pub mod controller;
 pub mod finalizer;
+pub mod leader;
 pub mod metrics;
 pub mod object_key;
+pub mod reflector;
+pub mod runner;
+pub mod shared;
+pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod timers;
+pub mod work_queue;
 
 pub use action::Action;
 pub use object_key::ObjectKey;
-pub mod reflector;
-pub mod shared;
-pub mod store;
-pub mod leader;
 
 /// The version of this crate (`CARGO_PKG_VERSION`), the same for every crate
 /// of the krake-rs workspace.
