@@ -31,6 +31,9 @@
 /// of the krake-rs workspace.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+pub mod runner;
+pub mod work_queue;
+
 #[cfg(test)]
 mod tests {
     use super::VERSION;
