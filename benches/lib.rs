@@ -15,6 +15,7 @@
 //! timing harness they share.
 
 pub mod api_suite;
+pub mod controller_suite;
 pub mod model_suite;
 
 use std::hint::black_box;
@@ -127,6 +128,13 @@ mod tests {
     #[test]
     fn api_suite_runs() {
         api_suite::run(Mode::Smoke);
+    }
+
+    /// The controller suite in smoke mode: small rounds through the work
+    /// queue and the runner, every count checked.
+    #[test]
+    fn controller_suite_runs() {
+        controller_suite::run(Mode::Smoke);
     }
 
     #[test]
