@@ -20,7 +20,7 @@
 //! - A key never runs twice at the same time (the queue's running set, see
 //!   [`work_queue`](crate::work_queue)).
 //! - Every key taken is given back to the queue exactly once: finished with
-//!   the handler's outcome, finished as [`Reschedule::Failed(None)`] if the
+//!   the handler's outcome, finished as [`Reschedule::Failed`]`(None)` if the
 //!   handler panicked (the panic is logged, not propagated), or released as
 //!   cancelled if its task was dropped (drain deadline, the `run` future
 //!   dropped, the runtime shut down). A cancelled key waits again, due at
