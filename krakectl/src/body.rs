@@ -730,6 +730,10 @@ pub fn apply(
         Flags::MetricsProvider => metrics_provider(m, object, update),
         Flags::Metric => metric(m, object, name, update),
         Flags::Role => role(m, object, update),
+        Flags::Lease => {
+            from_file(m, object)?;
+            labels(m, object, false)
+        }
         Flags::RoleBinding => role_binding(m, object, update),
         Flags::Project => project(m, object, update),
         Flags::MagnumCluster => magnum_cluster(m, object, update),

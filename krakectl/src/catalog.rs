@@ -66,6 +66,8 @@ pub enum Flags {
     Role,
     /// `core rolebinding`.
     RoleBinding,
+    /// `core lease` (beyond Krake: leader-election leases).
+    Lease,
     /// `os project`.
     Project,
     /// `os cluster`.
@@ -117,6 +119,7 @@ pub fn command_of(info: &'static KindInfo) -> KindCommand {
         "GlobalMetric" => ("globalmetric", &["gm"], "create", Flags::Metric),
         "Role" => ("role", &[], "create", Flags::Role),
         "RoleBinding" => ("rolebinding", &["rb"], "create", Flags::RoleBinding),
+        "Lease" => ("lease", &[], "create", Flags::Lease),
         "Project" => ("project", &[], "create", Flags::Project),
         "MagnumCluster" => (
             "cluster",

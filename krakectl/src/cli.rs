@@ -530,6 +530,10 @@ fn kind_flags(flags: Flags, update: bool) -> Vec<Arg> {
             );
             args.push(labels_arg());
         }
+        Flags::Lease => {
+            args.push(single("file", "file", "FILE", "Lease manifest (YAML or JSON)").short('f'));
+            args.push(labels_arg());
+        }
         Flags::Role => {
             args.push(single("file", "file", "FILE", "Role manifest (YAML or JSON)").short('f'));
             args.push(repeated(

@@ -252,6 +252,11 @@ fn list_columns(kind: &str, wide: bool) -> Vec<(&'static str, Cell)> {
             ("users", |o| list(at(o, "/users"))),
             ("roles", |o| list(at(o, "/roles"))),
         ],
+        "Lease" => vec![
+            ("holder", |o| plain(at(o, "/spec/holder"))),
+            ("renew_time", |o| plain(at(o, "/spec/renew_time"))),
+            ("transitions", |o| plain(at(o, "/spec/transitions"))),
+        ],
         _ => Vec::new(),
     };
     if wide {
