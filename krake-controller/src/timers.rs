@@ -139,6 +139,59 @@ where
     }
 }
 
+impl<K: krake_data::registry::Resource> Timers<crate::ObjectKey, K> {
+    /// Keeps one timer per object of a shared reflector's subscription
+    /// until `stop`: started when the object appears, given every new
+    /// version, stopped when it is removed (or missing after a relist).
+    /// Then stops every timer.
+    pub async fn follow(
+        &self,
+        subscription: crate::shared::Subscription<K>,
+        stop: CancellationToken,
+    ) {
+        use crate::ObjectKey;
+        use crate::shared::Change;
+        use tokio::sync::broadcast::error::RecvError;
+
+        let crate::shared::Subscription { store, mut changes } = subscription;
+        let sync_all = |timers: &Self| {
+            let objects = store.list();
+            for object in &objects {
+                timers.upsert(ObjectKey::of(object.as_ref()), object.clone());
+            }
+            objects
+                .iter()
+                .map(|object| ObjectKey::of(object.as_ref()))
+                .collect::<HashSet<_>>()
+        };
+        tokio::select! {
+            ready = store.wait_ready() => {
+                if ready.is_err() {
+                    return;
+                }
+            }
+            () = stop.cancelled() => return,
+        }
+        sync_all(self);
+        loop {
+            let change = tokio::select! {
+                change = changes.recv() => change,
+                () = stop.cancelled() => break,
+            };
+            match change {
+                Ok(Change::Applied(object)) => self.upsert(ObjectKey::of(object.as_ref()), object),
+                Ok(Change::Deleted(object)) => self.remove(&ObjectKey::of(object.as_ref())).await,
+                Ok(Change::Restarted) | Err(RecvError::Lagged(_)) => {
+                    let present = sync_all(self);
+                    self.retain(&present).await;
+                }
+                Err(RecvError::Closed) => break,
+            }
+        }
+        self.stop_all().await;
+    }
+}
+
 async fn run<K>(
     period: Duration,
     tick: Arc<Tick<K>>,
