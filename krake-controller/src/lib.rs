@@ -17,7 +17,8 @@
 //! - [`finalizer`]: Krake's finalizer stack; [`timers`]: per-object periodic
 //!   functions (observers); [`leader`]: active-passive replicas through a
 //!   `core/Lease` held in the API; [`metrics`]: Prometheus metrics;
-//! - [`testing`] (feature `testing`): a fake API with fault injection.
+//! - `testing` (feature `testing`): a fake API with fault injection and a
+//!   write log.
 //!
 //! Controllers never touch the store: everything goes through the API.
 //!
