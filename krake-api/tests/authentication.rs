@@ -72,20 +72,11 @@ async fn tls_server(allow_anonymous: bool, ca: &TestCa) -> TestServer {
     TestServer::start_with(store, config, backing, Some(ca.server_config().unwrap())).await
 }
 
-fn tls_client(ca: &TestCa, identity: Option<String>) -> reqwest::Client {
-    let root = reqwest::Certificate::from_pem(ca.cert_pem().as_bytes()).unwrap();
-    let mut builder = reqwest::Client::builder().tls_certs_only([root]);
-    if let Some(pem) = identity {
-        builder = builder.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
-    }
-    builder.build().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_certificate_of_the_ca_is_its_common_name() {
     let ca = TestCa::new("krake CA");
     let server = tls_server(false, &ca).await;
-    let client = tls_client(&ca, Some(ca.client("system:scheduler").identity_pem()));
+    let client = ca.http_client(Some(&ca.client("system:scheduler")));
     let me: Value = client
         .get(format!("{}/me", server.url()))
         .send()
@@ -101,7 +92,7 @@ async fn a_client_certificate_of_the_ca_is_its_common_name() {
 async fn without_a_certificate_the_client_is_anonymous_or_refused() {
     let ca = TestCa::new("krake CA");
     let open = tls_server(true, &ca).await;
-    let client = tls_client(&ca, None);
+    let client = ca.http_client(None);
     let me: Value = client
         .get(format!("{}/me", open.url()))
         .send()
@@ -128,11 +119,11 @@ async fn a_certificate_from_another_ca_is_refused() {
     let ca = TestCa::new("krake CA");
     let other = TestCa::new("someone else");
     let server = tls_server(true, &ca).await;
-    let client = tls_client(&ca, Some(other.client("system:admin").identity_pem()));
+    let client = ca.http_client(Some(&other.client("system:admin")));
     let result = client.get(format!("{}/me", server.url())).send().await;
     assert!(result.is_err(), "the handshake must fail: {result:?}");
     // The server keeps serving others.
-    let good = tls_client(&ca, Some(ca.client("alice").identity_pem()));
+    let good = ca.http_client(Some(&ca.client("alice")));
     let me: Value = good
         .get(format!("{}/me", server.url()))
         .send()
@@ -149,7 +140,7 @@ async fn a_client_that_does_not_trust_the_server_cannot_connect() {
     let ca = TestCa::new("krake CA");
     let other = TestCa::new("someone else");
     let server = tls_server(true, &ca).await;
-    let client = tls_client(&other, None);
+    let client = other.http_client(None);
     assert!(
         client
             .get(format!("{}/me", server.url()))

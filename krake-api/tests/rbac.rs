@@ -139,19 +139,11 @@ struct Users {
 
 impl Users {
     fn new(server: &TestServer, ca: &TestCa) -> Self {
-        let root = reqwest::Certificate::from_pem(ca.cert_pem().as_bytes()).unwrap();
         let clients = USERS
             .iter()
-            .map(|user| {
-                let builder = reqwest::Client::builder().tls_certs_only([root.clone()]);
-                let builder = match *user {
-                    "anonymous" => builder,
-                    user => builder.identity(
-                        reqwest::Identity::from_pem(ca.client(user).identity_pem().as_bytes())
-                            .unwrap(),
-                    ),
-                };
-                builder.build().unwrap()
+            .map(|user| match *user {
+                "anonymous" => ca.http_client(None),
+                user => ca.http_client(Some(&ca.client(user))),
             })
             .collect();
         Users {
@@ -391,11 +383,7 @@ async fn role_changes_take_effect_without_restart() {
     let (store, backing) = embedded_store();
     let server = rbac_server(store, backing, &ca).await;
     let users = Users::new(&server, &ca);
-    let dave = reqwest::Client::builder()
-        .tls_certs_only([reqwest::Certificate::from_pem(ca.cert_pem().as_bytes()).unwrap()])
-        .identity(reqwest::Identity::from_pem(ca.client("dave").identity_pem().as_bytes()).unwrap())
-        .build()
-        .unwrap();
+    let dave = ca.http_client(Some(&ca.client("dave")));
     let list_b = format!("{}{}", server.url(), apps("b"));
     let status = dave.get(&list_b).send().await.unwrap().status();
     assert_eq!(status, StatusCode::FORBIDDEN);
@@ -471,15 +459,7 @@ async fn base_roles_are_least_privilege() {
     let ca = TestCa::new("krake test CA");
     let (store, backing) = embedded_store();
     let server = rbac_server(store, backing, &ca).await;
-    let client = |user: &str| {
-        reqwest::Client::builder()
-            .tls_certs_only([reqwest::Certificate::from_pem(ca.cert_pem().as_bytes()).unwrap()])
-            .identity(
-                reqwest::Identity::from_pem(ca.client(user).identity_pem().as_bytes()).unwrap(),
-            )
-            .build()
-            .unwrap()
-    };
+    let client = |user: &str| ca.http_client(Some(&ca.client(user)));
     let base = server.url();
     let get = |user: &str, path: &str| {
         let request = client(user).get(format!("{base}{path}"));

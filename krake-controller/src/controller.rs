@@ -24,7 +24,15 @@
 //! - A [`predicate`](Controller::predicate) skips change events that leave
 //!   the value it computes unchanged (for instance everything but the spec).
 //! - With [`leader`](Controller::leader) it reconciles only while the
-//!   replica leads ([`crate::leader`]).
+//!   replica leads ([`crate::leader`]); each new term reconciles everything.
+//!   To hand over cleanly, stop the controller first (its `run` returns once
+//!   running reconciles drained), then the elector (which releases the
+//!   lease): stopping the elector first would let the next leader start
+//!   while this one still drains.
+//! - Secondary indexes: declare them with
+//!   [`Reflectors::subscribe_with_index`] before building the controller;
+//!   the controller shares that reflector and its store
+//!   ([`Controller::store`]).
 //! - On shutdown it stops taking triggers, lets running reconciles finish
 //!   within the drain deadline and cancels the rest.
 //!

@@ -218,15 +218,7 @@ async fn tls_and_rbac_set_up_end_to_end() {
         child,
         url: format!("https://localhost:{port}"),
     };
-    let root = reqwest::Certificate::from_pem(ca.cert_pem().as_bytes()).unwrap();
-    let client = |user: Option<&str>| {
-        let mut builder = reqwest::Client::builder().tls_certs_only([root.clone()]);
-        if let Some(user) = user {
-            let identity = ca.client(user).identity_pem();
-            builder = builder.identity(reqwest::Identity::from_pem(identity.as_bytes()).unwrap());
-        }
-        builder.build().unwrap()
-    };
+    let client = |user: Option<&str>| ca.http_client(user.map(|user| ca.client(user)).as_ref());
     let admin = client(Some("system:admin"));
     let deadline = Instant::now() + Duration::from_secs(20);
     while admin

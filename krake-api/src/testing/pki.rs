@@ -109,6 +109,23 @@ impl TestCa {
         files
     }
 
+    /// An HTTP client that trusts only this CA and presents `identity` (a
+    /// certificate of this or another CA) if given.
+    ///
+    /// # Panics
+    ///
+    /// If reqwest refuses the certificates (a bug).
+    pub fn http_client(&self, identity: Option<&Issued>) -> reqwest::Client {
+        let root = reqwest::Certificate::from_pem(self.cert_pem().as_bytes()).expect("the CA");
+        let mut builder = reqwest::Client::builder().tls_certs_only([root]);
+        if let Some(identity) = identity {
+            let pem = identity.identity_pem();
+            builder = builder
+                .identity(reqwest::Identity::from_pem(pem.as_bytes()).expect("the identity"));
+        }
+        builder.build().expect("an HTTP client")
+    }
+
     /// A rustls server configuration with a certificate of this CA, asking
     /// clients for certificates of this CA.
     pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
