@@ -13,12 +13,13 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use krake_api::ApiConfig;
 use krake_api::store::Store;
+use krake_api::testing::proxy::Proxy;
 use krake_client::{Api, Backoff, Client, DeleteParams, ListParams, WatchConfig, WatchEvent};
 use krake_data::kinds::kubernetes::Application;
 use krake_store::embedded::{EmbeddedOptions, EmbeddedStore};
 use krake_store::etcd::{EtcdOptions, EtcdStore};
 use krake_store::testing::etcd::EtcdProcess;
-use support::{Proxy, RestartableServer, app};
+use support::{RestartableServer, app};
 
 type Events = Pin<Box<dyn Stream<Item = krake_client::Result<WatchEvent<Application>>> + Send>>;
 

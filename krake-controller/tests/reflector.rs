@@ -5,13 +5,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use krake_api::ApiConfig;
 use krake_api::store::embedded::{EmbeddedOptions, EmbeddedStore};
+use krake_api::testing::proxy::Proxy;
 use krake_api::testing::{Backing, TestServer};
 use krake_client::{Api, Backoff, Client, DeleteParams, ListParams, WatchConfig};
 use krake_controller::reflector::reflector;
@@ -219,77 +219,6 @@ async fn store_follows_creates_updates_and_deletes_on_etcd() {
 
 // ---------------------------------------------------------------------------
 // A forced 410 relists, and the store ends equal to the server.
-
-/// A TCP proxy that can go down (every connection cut, new ones refused)
-/// and come back up.
-struct Proxy {
-    address: SocketAddr,
-    control: Arc<tokio::sync::watch::Sender<(u64, bool)>>,
-}
-
-impl Proxy {
-    async fn start(upstream: SocketAddr) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let (control, _) = tokio::sync::watch::channel((0u64, false));
-        let control = Arc::new(control);
-        let accept_control = control.clone();
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let mut signals = accept_control.subscribe();
-                let (generation, down) = *signals.borrow_and_update();
-                if down {
-                    drop(client);
-                    continue;
-                }
-                tokio::spawn(async move {
-                    let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
-                        return;
-                    };
-                    let (mut client_read, mut client_write) = client.into_split();
-                    let (mut server_read, mut server_write) = server.into_split();
-                    let forward = async {
-                        tokio::select! {
-                            _ = tokio::io::copy(&mut client_read, &mut server_write) => {}
-                            _ = tokio::io::copy(&mut server_read, &mut client_write) => {}
-                        }
-                    };
-                    let cut = async {
-                        loop {
-                            if signals.changed().await.is_err() {
-                                return;
-                            }
-                            if signals.borrow().0 != generation {
-                                return;
-                            }
-                        }
-                    };
-                    tokio::select! {
-                        () = forward => {}
-                        () = cut => {}
-                    }
-                });
-            }
-        });
-        Proxy { address, control }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.address)
-    }
-
-    /// Cuts every connection and refuses new ones.
-    fn down(&self) {
-        self.control.send_modify(|(generation, down)| {
-            *generation += 1;
-            *down = true;
-        });
-    }
-
-    fn up(&self) {
-        self.control.send_modify(|(_, down)| *down = false);
-    }
-}
 
 async fn relists_on_410(mut server: TestServer, compact_etcd: bool) {
     let direct = apps_of(&server.url());

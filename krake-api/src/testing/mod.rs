@@ -10,6 +10,7 @@
 //! ```
 
 pub mod pki;
+pub mod proxy;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
