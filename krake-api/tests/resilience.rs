@@ -2,13 +2,10 @@
 //! compacted history, and one store watch shared by many HTTP watchers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use krake_api::ApiConfig;
-use krake_api::testing::{Backing, TestServer};
-use krake_store::embedded::{EmbeddedOptions, EmbeddedStore};
+use krake_api::testing::TestServer;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -116,20 +113,8 @@ async fn etcd_down_gives_503_quickly_then_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_from_compacted_history_is_410_on_embedded() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedStore::open_with(
-        dir.path().join("krake.redb"),
-        EmbeddedOptions {
-            retained_events: 5,
-            ..EmbeddedOptions::default()
-        },
-    )
-    .unwrap();
-    let config = ApiConfig {
-        watch_replay_buffer: 2,
-        ..ApiConfig::default()
-    };
-    let server = TestServer::start(Arc::new(store), config, Backing::Embedded(dir)).await;
+    let (store, backing, config) = krake_api::testing::short_history_store();
+    let server = TestServer::start(store, config, backing).await;
     let http = reqwest::Client::new();
     let url = server.url();
     for i in 0..20 {

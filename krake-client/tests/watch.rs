@@ -16,7 +16,7 @@ use krake_api::store::Store;
 use krake_api::testing::proxy::Proxy;
 use krake_client::{Api, Backoff, Client, DeleteParams, ListParams, WatchConfig, WatchEvent};
 use krake_data::kinds::kubernetes::Application;
-use krake_store::embedded::{EmbeddedOptions, EmbeddedStore};
+use krake_store::embedded::EmbeddedStore;
 use krake_store::etcd::{EtcdOptions, EtcdStore};
 use krake_store::testing::etcd::EtcdProcess;
 use support::{RestartableServer, app};
@@ -247,20 +247,8 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forced_410_relists_on_embedded() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedStore::open_with(
-        dir.path().join("krake.redb"),
-        EmbeddedOptions {
-            retained_events: 5,
-            ..EmbeddedOptions::default()
-        },
-    )
-    .unwrap();
-    let config = ApiConfig {
-        watch_replay_buffer: 2,
-        ..ApiConfig::default()
-    };
-    relists_on_410(Arc::new(store), config, || async {}).await;
+    let (store, _backing, config) = krake_api::testing::short_history_store();
+    relists_on_410(store, config, || async {}).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

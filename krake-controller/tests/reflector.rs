@@ -5,14 +5,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use krake_api::ApiConfig;
-use krake_api::store::embedded::{EmbeddedOptions, EmbeddedStore};
 use krake_api::testing::proxy::Proxy;
-use krake_api::testing::{Backing, TestServer};
+use krake_api::testing::TestServer;
 use krake_client::{Api, Backoff, Client, DeleteParams, ListParams, WatchConfig};
 use krake_controller::reflector::reflector;
 use krake_controller::shared::{Change, Reflectors, SharedConfig, Subscription};
@@ -293,20 +291,8 @@ async fn relists_on_410(mut server: TestServer, compact_etcd: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forced_410_relists_to_the_servers_view_on_embedded() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedStore::open_with(
-        dir.path().join("krake.redb"),
-        EmbeddedOptions {
-            retained_events: 5,
-            ..EmbeddedOptions::default()
-        },
-    )
-    .unwrap();
-    let config = ApiConfig {
-        watch_replay_buffer: 2,
-        ..ApiConfig::default()
-    };
-    let server = TestServer::start(Arc::new(store), config, Backing::Embedded(dir)).await;
+    let (store, backing, config) = krake_api::testing::short_history_store();
+    let server = TestServer::start(store, config, backing).await;
     relists_on_410(server, false).await;
 }
 

@@ -45,6 +45,28 @@ pub fn embedded_store() -> (Arc<dyn Store>, Backing) {
     (Arc::new(store), Backing::Embedded(dir))
 }
 
+/// A fresh embedded store that keeps only 5 past changes, and settings
+/// whose watch replay buffer holds 2: a watch resumed from an older
+/// revision answers 410 Gone, as after a compaction.
+///
+/// # Panics
+///
+/// If the folder or the store cannot be made.
+pub fn short_history_store() -> (Arc<dyn Store>, Backing, ApiConfig) {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let options = krake_store::embedded::EmbeddedOptions {
+        retained_events: 5,
+        ..krake_store::embedded::EmbeddedOptions::default()
+    };
+    let store = EmbeddedStore::open_with(dir.path().join("krake.redb"), options)
+        .expect("open the embedded store");
+    let config = ApiConfig {
+        watch_replay_buffer: 2,
+        ..ApiConfig::default()
+    };
+    (Arc::new(store), Backing::Embedded(dir), config)
+}
+
 /// A store over a fresh, real etcd process (Debian package `etcd-server`).
 ///
 /// # Panics
