@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use krake_api::ApiConfig;
-use krake_api::testing::proxy::Proxy;
 use krake_api::testing::TestServer;
+use krake_api::testing::proxy::Proxy;
 use krake_client::{Api, Backoff, Client, DeleteParams, ListParams, WatchConfig};
 use krake_controller::reflector::reflector;
 use krake_controller::shared::{Change, Reflectors, SharedConfig, Subscription};
