@@ -56,11 +56,17 @@
 pub mod action;
 pub mod controller;
 pub mod finalizer;
+#[cfg(feature = "gc")]
+pub mod gc;
 pub mod leader;
 pub mod metrics;
+#[cfg(feature = "metrics-providers")]
+pub mod metrics_provider;
 pub mod object_key;
 pub mod reflector;
 pub mod runner;
+#[cfg(feature = "scheduler")]
+pub mod scheduler;
 pub mod shared;
 pub mod store;
 #[cfg(feature = "testing")]
