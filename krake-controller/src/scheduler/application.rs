@@ -42,7 +42,7 @@ use std::time::Duration;
 use krake_client::Api;
 use krake_data::kinds::infrastructure::CloudBinding;
 use krake_data::kinds::kubernetes::{
-    Application, ApplicationState, CloudConstraints, Cluster, ClusterBinding,
+    Application, ApplicationState, ApplicationStatus, CloudConstraints, Cluster, ClusterBinding,
     ClusterCloudConstraints, ClusterSpec, ClusterState,
 };
 use krake_data::metadata::Metadata;
@@ -137,7 +137,11 @@ pub(crate) async fn reconcile(
         return Ok(Action::requeue(until(retry, now)));
     }
     if app.status.scheduled_to.is_some() && !app.spec.constraints.migration {
-        hand_off(&app, &cx).await?;
+        if needs_hand_off(&app) {
+            let mut updated = (*app).clone();
+            updated.status.kube_controller_triggered = Some(Timestamp::now());
+            write_status(&app, &updated, &cx).await?;
+        }
         return Ok(Action::await_change());
     }
     if app.status.migration_timeout > 0 {
@@ -177,10 +181,7 @@ pub(crate) async fn reconcile(
         now,
     );
     match decision {
-        Some(Decision::Keep(_)) => {
-            hand_off(&app, &cx).await?;
-            recovered(&app, &cx).await?;
-        }
+        Some(Decision::Keep(_)) => keep(&app, &cx).await?,
         Some(Decision::Bind(target)) => bind(&app, &cx, target).await?,
         Some(Decision::CreateOn(cloud)) => return create_cluster(&app, &cx, cloud).await,
         None => {
@@ -205,35 +206,49 @@ fn apps(app: &Application, cx: &Context) -> Api<Application> {
     }
 }
 
-/// Hands a changed spec to the Kubernetes controller.
-async fn hand_off(app: &Application, cx: &Context) -> Result<(), SchedulerError> {
+/// Whether the spec changed since the Kubernetes controller was last
+/// triggered.
+fn needs_hand_off(app: &Application) -> bool {
     let triggered = app.status.kube_controller_triggered;
-    if triggered.is_some() && triggered >= app.metadata.modified {
-        return Ok(());
+    triggered.is_none() || triggered < app.metadata.modified
+}
+
+/// A successfully placed application: no reason, retries reset, out of
+/// DEGRADED and WAITING_FOR_CLUSTER_CREATION.
+fn settle(status: &mut ApplicationStatus, backoff_limit: i64) {
+    if matches!(
+        status.state,
+        ApplicationState::Degraded | ApplicationState::WaitingForClusterCreation
+    ) {
+        status.state = ApplicationState::Pending;
+        status.scheduled_retry = None;
     }
-    let mut updated = app.clone();
-    updated.status.kube_controller_triggered = Some(Timestamp::now());
-    apps(app, cx).status(&updated).await?;
+    status.reason = None;
+    status.retries = Some(backoff_limit);
+    status.auto_cluster_create_started = None;
+}
+
+/// Writes `updated`'s status if it differs from `app`'s.
+async fn write_status(
+    app: &Application,
+    updated: &Application,
+    cx: &Context,
+) -> Result<(), SchedulerError> {
+    if updated.status != app.status {
+        apps(app, cx).status(updated).await?;
+    }
     Ok(())
 }
 
-/// Clears a DEGRADED state and the retry counter after a success.
-async fn recovered(app: &Application, cx: &Context) -> Result<(), SchedulerError> {
-    let status = &app.status;
-    let retries = Some(app.spec.backoff_limit);
-    let degraded = status.state == ApplicationState::Degraded;
-    if !degraded && status.retries == retries && status.reason.is_none() {
-        return Ok(());
-    }
+/// The application stays where it is: hands a changed spec to the
+/// Kubernetes controller and settles the status.
+async fn keep(app: &Application, cx: &Context) -> Result<(), SchedulerError> {
     let mut updated = app.clone();
-    if degraded {
-        updated.status.state = ApplicationState::Pending;
-        updated.status.scheduled_retry = None;
+    if needs_hand_off(app) {
+        updated.status.kube_controller_triggered = Some(Timestamp::now());
     }
-    updated.status.reason = None;
-    updated.status.retries = retries;
-    apps(app, cx).status(&updated).await?;
-    Ok(())
+    settle(&mut updated.status, app.spec.backoff_limit);
+    write_status(app, &updated, cx).await
 }
 
 async fn bind(app: &Application, cx: &Context, cluster: ResourceRef) -> Result<(), SchedulerError> {
@@ -247,18 +262,9 @@ async fn bind(app: &Application, cx: &Context, cluster: ResourceRef) -> Result<(
     let bound = apps(app, cx)
         .binding(&app.metadata.name, &ClusterBinding::new(cluster))
         .await?;
-    recovered(&bound, cx).await?;
-    if bound.status.state == ApplicationState::WaitingForClusterCreation
-        || bound.status.auto_cluster_create_started.is_some()
-    {
-        let mut updated = bound.clone();
-        if updated.status.state == ApplicationState::WaitingForClusterCreation {
-            updated.status.state = ApplicationState::Pending;
-        }
-        updated.status.auto_cluster_create_started = None;
-        apps(app, cx).status(&updated).await?;
-    }
-    Ok(())
+    let mut updated = bound.clone();
+    settle(&mut updated.status, app.spec.backoff_limit);
+    write_status(&bound, &updated, cx).await
 }
 
 /// A scheduling failure: DEGRADED with a retry time while retries are left,

@@ -61,7 +61,7 @@ use krake_client::Client;
 use krake_data::Resource;
 use krake_data::kinds::core::{GlobalMetric, GlobalMetricsProvider, Metric, MetricsProvider};
 use krake_data::kinds::infrastructure::{Cloud, GlobalCloud};
-use krake_data::kinds::kubernetes::{Application, ApplicationState, Cluster};
+use krake_data::kinds::kubernetes::{Application, Cluster};
 use krake_data::kinds::openstack::{MagnumCluster, Project};
 use serde_json::{Map, Value};
 use tokio::sync::{broadcast, watch};
@@ -248,14 +248,12 @@ impl Scheduler {
         let applications = applications
             .config(config("scheduler-applications"))
             .watches::<Cluster>(None, move |cluster: &Cluster| {
-                // Applications waiting for this cluster, or stuck without one.
+                // Applications waiting for this cluster to be created.
                 let name = cluster.metadata.name.as_str();
                 waiting_apps
                     .filter(|app| {
                         app.metadata.namespace == cluster.metadata.namespace
-                            && (app.status.auto_cluster_create_started.as_deref() == Some(name)
-                                || (app.status.state == ApplicationState::Degraded
-                                    && app.status.scheduled_retry.is_none()))
+                            && app.status.auto_cluster_create_started.as_deref() == Some(name)
                     })
                     .iter()
                     .map(|app| key_of(app.as_ref()))
