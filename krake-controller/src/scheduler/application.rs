@@ -224,7 +224,10 @@ fn settle(status: &mut ApplicationStatus, backoff_limit: i64) {
         status.scheduled_retry = None;
     }
     status.reason = None;
-    status.retries = Some(backoff_limit);
+    // `None` (never failed) needs no reset, and no write.
+    if status.retries.is_some() {
+        status.retries = Some(backoff_limit);
+    }
     status.auto_cluster_create_started = None;
 }
 
