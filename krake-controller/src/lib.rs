@@ -20,6 +20,17 @@
 //! - `testing` (feature `testing`): a fake API with fault injection and a
 //!   write log.
 //!
+//! Krake's own controllers, built on those stages, each behind a cargo
+//! feature (all off by default):
+//!
+//! - `scheduler` (feature `scheduler`): places applications on clusters,
+//!   clusters on clouds and Magnum clusters on projects by labels and live
+//!   metrics;
+//! - `gc` (feature `gc`): the garbage collector, Krake's cascading deletion;
+//! - `metrics_provider` (feature `metrics-providers`, implied by
+//!   `scheduler`): Prometheus, KSQL (Kafka), InfluxDB and static metrics
+//!   providers with a timeout and a short-lived cache.
+//!
 //! Controllers never touch the store: everything goes through the API.
 //!
 //! # Example
