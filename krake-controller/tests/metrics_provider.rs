@@ -1,6 +1,8 @@
 //! Metrics providers end to end: a real Prometheus scraping an exporter,
 //! in-process KSQL and InfluxDB fakes, static providers and the cache.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
