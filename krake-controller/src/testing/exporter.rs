@@ -4,7 +4,8 @@
 //! to scrape.
 //!
 //! ```
-//! # async fn example() -> std::io::Result<()> {
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> std::io::Result<()> {
 //! use krake_controller::testing::exporter::Exporter;
 //!
 //! let exporter = Exporter::start().await?;

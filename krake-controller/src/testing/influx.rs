@@ -11,7 +11,8 @@
 //! told to fail, hang or answer garbage ([`Behaviour`]).
 //!
 //! ```
-//! # async fn example() -> std::io::Result<()> {
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> std::io::Result<()> {
 //! use krake_controller::metrics_provider::{MetricsProviders, ProvidersConfig};
 //! use krake_controller::testing::influx::FakeInflux;
 //! use krake_data::kinds::core::{InfluxSpec, MetricsProviderSpec};

@@ -10,7 +10,8 @@
 //! ([`Behaviour`]).
 //!
 //! ```
-//! # async fn example() -> std::io::Result<()> {
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> std::io::Result<()> {
 //! use krake_controller::metrics_provider::{MetricsProviders, ProvidersConfig};
 //! use krake_controller::testing::ksql::FakeKsql;
 //! use krake_data::kinds::core::{KafkaSpec, MetricsProviderSpec};
