@@ -83,13 +83,15 @@ pub(crate) async fn send(
         .map_err(|error| query.unreachable(describe(&error)))?;
     let status = response.status();
     let mut body = Vec::new();
-    loop {
-        let chunk = response.chunk().await.map_err(|error| {
-            query.unreachable(format!("reading the answer: {}", describe(&error)))
-        })?;
-        let Some(chunk) = chunk else { break };
+    let mut too_large = false;
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|error| query.unreachable(format!("reading the answer: {}", describe(&error))))?
+    {
         if body.len() + chunk.len() > MAX_BODY {
-            return Err(query.invalid(format!("the answer is larger than {MAX_BODY} bytes")));
+            too_large = true;
+            break;
         }
         body.extend_from_slice(&chunk);
     }
@@ -98,6 +100,9 @@ pub(crate) async fn send(
     }
     if !status.is_success() {
         return Err(query.invalid(format!("answered {status}: {}", snippet(&body))));
+    }
+    if too_large {
+        return Err(query.invalid(format!("the answer is larger than {MAX_BODY} bytes")));
     }
     Ok(body)
 }
