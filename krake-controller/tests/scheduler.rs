@@ -899,3 +899,69 @@ async fn cloud_metrics_failures_mark_the_cloud() {
         .await;
     assert_eq!(cluster.status.scheduled_to.unwrap().name, "g");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn applications_follow_live_metrics_from_a_real_prometheus() {
+    use krake_controller::testing::exporter::Exporter;
+    use krake_controller::testing::prometheus::PrometheusProcess;
+
+    let exporter = Exporter::start().await.unwrap();
+    exporter.set("green_energy_a", 10.0);
+    exporter.set("green_energy_b", 90.0);
+    let prometheus = PrometheusProcess::start(&[exporter.address()])
+        .await
+        .unwrap();
+    prometheus
+        .wait_for_value("green_energy_b", 90.0)
+        .await
+        .unwrap();
+
+    let mut cfg = config();
+    cfg.reschedule_after = Duration::from_millis(500);
+    let env = Env::start(cfg).await;
+    let _: GlobalMetricsProvider = env
+        .create(json!({
+            "metadata": {"name": "prometheus"},
+            "spec": {"type": "prometheus", "prometheus": {"url": prometheus.url()}},
+        }))
+        .await;
+    for name in ["green_energy_a", "green_energy_b"] {
+        let _: GlobalMetric = env
+            .create(json!({
+                "metadata": {"name": name},
+                "spec": {"min": 0, "max": 100, "allowed_values": [], "provider": {"name": "prometheus", "metric": name}},
+            }))
+            .await;
+    }
+    online_cluster(&env, NS, "a", json!({}), &[], &[("green_energy_a", 1.0)]).await;
+    online_cluster(&env, NS, "b", json!({}), &[], &[("green_energy_b", 1.0)]).await;
+    app(&env, "green", json!({})).await;
+    assert_eq!(env.bound("green").await, "b");
+
+    // The values turn around at the source; the application follows.
+    exporter.set("green_energy_a", 95.0);
+    exporter.set("green_energy_b", 5.0);
+    prometheus
+        .wait_for_value("green_energy_b", 5.0)
+        .await
+        .unwrap();
+    env.app_until("green", "moved to a", |a| {
+        a.status
+            .scheduled_to
+            .as_ref()
+            .is_some_and(|c| c.name == "a")
+    })
+    .await;
+
+    // Prometheus goes away: both clusters are marked, with code 92.
+    drop(prometheus);
+    for name in ["a", "b"] {
+        let cluster = env
+            .cluster_until(name, "FAILING_METRICS", |c| {
+                c.status.state == ClusterState::FailingMetrics
+            })
+            .await;
+        let reason = cluster.status.metrics_reasons.values().next().unwrap();
+        assert_eq!(reason.code, ReasonCode::UnreachableMetricsProvider);
+    }
+}
