@@ -42,6 +42,7 @@ struct Inner {
     retries: Family<ControllerLabels, Counter>,
     active: GaugeFamily,
     leader: GaugeFamily,
+    cycles: Family<ControllerLabels, Counter>,
 }
 
 /// The metrics of every controller of a process (one registry, labelled by
@@ -70,6 +71,7 @@ impl Metrics {
         let retries = Family::<ControllerLabels, Counter>::default();
         let active = GaugeFamily::default();
         let leader = GaugeFamily::default();
+        let cycles = Family::<ControllerLabels, Counter>::default();
         registry.register(
             "reconciles",
             "Reconciles by controller and outcome (ok, failed)",
@@ -96,6 +98,11 @@ impl Metrics {
             "1 while this replica leads (or runs without leader election)",
             leader.clone(),
         );
+        registry.register(
+            "ownership_cycles",
+            "Distinct ownership cycles the garbage collector detected",
+            cycles.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
                 registry,
@@ -105,6 +112,7 @@ impl Metrics {
                 retries,
                 active,
                 leader,
+                cycles,
             }),
         }
     }
@@ -159,6 +167,15 @@ impl Metrics {
             .set(i64::from(leader));
     }
 
+    /// `controller` (the garbage collector) detected an ownership cycle it
+    /// had not seen before.
+    pub fn cycle_detected(&self, controller: &str) {
+        self.inner
+            .cycles
+            .get_or_create(&Self::labels(controller))
+            .inc();
+    }
+
     /// The Prometheus text exposition (OpenMetrics) of every metric.
     pub fn encode(&self) -> String {
         let mut text = String::new();
@@ -204,6 +221,7 @@ mod tests {
         metrics.reconcile_finished("scheduler", false, Duration::from_millis(3));
         metrics.set_queue_depth("scheduler", 7);
         metrics.set_leader("scheduler", true);
+        metrics.cycle_detected("garbage_collector");
         let text = metrics.encode();
         for line in [
             "krake_controller_reconciles_total{controller=\"scheduler\",outcome=\"ok\"} 1",
@@ -212,6 +230,7 @@ mod tests {
             "krake_controller_queue_depth{controller=\"scheduler\"} 7",
             "krake_controller_active_workers{controller=\"scheduler\"} 0",
             "krake_controller_leader{controller=\"scheduler\"} 1",
+            "krake_controller_ownership_cycles_total{controller=\"garbage_collector\"} 1",
             "krake_controller_reconcile_duration_seconds_count{controller=\"scheduler\"} 2",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
