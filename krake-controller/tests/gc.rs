@@ -333,7 +333,10 @@ async fn another_controllers_finalizer_at_the_tail_makes_the_cascade_wait() {
         finalizers(&apis.clusters, "cluster").await,
         ["cascade_deletion"]
     );
-    assert_eq!(finalizers(&apis.clouds, "cloud").await, ["cascade_deletion"]);
+    assert_eq!(
+        finalizers(&apis.clouds, "cloud").await,
+        ["cascade_deletion"]
+    );
     assert_eq!(
         finalizers(&apis.roles, "r").await,
         ["cascade_deletion", "other"]
@@ -527,7 +530,15 @@ async fn nothing_is_written_until_the_collector_leads() {
     let before = api.writes().len();
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(api.writes().len(), before, "{:#?}", &api.writes()[before..]);
-    assert!(!apis.clusters.get("cluster").await.unwrap().metadata.is_deleted());
+    assert!(
+        !apis
+            .clusters
+            .get("cluster")
+            .await
+            .unwrap()
+            .metadata
+            .is_deleted()
+    );
     let prefix = "krake_controller_leader{controller=\"garbage_collector\"}";
     assert_eq!(metric(&metrics, prefix), 0.0);
 

@@ -192,9 +192,9 @@ impl Term {
         // A dependent counts while its store still has it naming `owners`
         // (the graph may lag a little behind the stores).
         let names = |dependent: &ResourceRef, owners: &BTreeSet<ResourceRef>| {
-            self.core.metadata(dependent).filter(|m| {
-                owners_of(m).iter().any(|owner| owners.contains(owner))
-            })
+            self.core
+                .metadata(dependent)
+                .filter(|m| owners_of(m).iter().any(|owner| owners.contains(owner)))
         };
         let this = BTreeSet::from([node.clone()]);
         for dependent in &direct {

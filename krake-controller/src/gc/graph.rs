@@ -314,7 +314,10 @@ mod tests {
         assert_eq!(names(g.component(&role("d"))), ["d"]);
         assert!(!g.is_cycle(&g.component(&role("d"))));
         assert!(g.is_cycle(&g.component(&role("g"))));
-        assert_eq!(names(g.external_dependents(&g.component(&role("a")))), ["d"]);
+        assert_eq!(
+            names(g.external_dependents(&g.component(&role("a")))),
+            ["d"]
+        );
         let cycles: Vec<Vec<String>> = g.cycles().into_iter().map(names).collect();
         assert_eq!(cycles, [vec!["a", "b", "c"], vec!["e", "f"], vec!["g"]]);
     }
