@@ -175,6 +175,20 @@ async fn wait_for<K: Resource>(api: &Api<K>, name: &str, check: impl Fn(&K) -> b
     }
 }
 
+/// Waits until the collector works (every store listed, every watch open):
+/// a role deleted now is collected.
+async fn wait_collecting(apis: &Apis) {
+    apis.roles
+        .create(&role("warm-up", vec![], &[]))
+        .await
+        .unwrap();
+    apis.roles
+        .delete("warm-up", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_gone(&apis.roles, "warm-up").await;
+}
+
 /// The finalizers of an object (which must exist).
 async fn finalizers<K: Resource>(api: &Api<K>, name: &str) -> Vec<String> {
     api.get(name).await.unwrap().metadata().finalizers.clone()
@@ -187,13 +201,18 @@ async fn pop_finalizer<K: Resource>(api: &Api<K>, name: &str, finalizer: &str) {
     api.update(&object).await.unwrap();
 }
 
-/// The index in `writes` of the last successful `method` on `K`'s `name`.
-fn last_write<K: Resource>(writes: &[Write], method: &str, name: &str) -> usize {
+/// The index in `writes` of the write on `K`'s `name` that counts: the
+/// first successful `DELETE` (the mark), the last successful `PUT` (the
+/// removal).
+fn write_at<K: Resource>(writes: &[Write], method: &str, name: &str) -> usize {
     let path = K::INFO.object_path(Some(NS), name);
-    writes
-        .iter()
-        .rposition(|w| w.method.as_str() == method && w.path == path && w.status == 200)
-        .unwrap_or_else(|| panic!("no {method} {path} in {writes:#?}"))
+    let matches = |w: &Write| w.method.as_str() == method && w.path == path && w.status == 200;
+    let found = if method == "DELETE" {
+        writes.iter().position(matches)
+    } else {
+        writes.iter().rposition(matches)
+    };
+    found.unwrap_or_else(|| panic!("no {method} {path} in {writes:#?}"))
 }
 
 // --- The collector ---
@@ -252,11 +271,11 @@ fn metric(metrics: &Metrics, prefix: &str) -> f64 {
 /// removed before the cluster lost its finalizer, the cluster before the
 /// cloud.
 fn assert_cascade_order(writes: &[Write]) {
-    let cluster_marked = last_write::<Cluster>(writes, "DELETE", "cluster");
-    let app_marked = last_write::<Application>(writes, "DELETE", "app");
-    let app_removed = last_write::<Application>(writes, "PUT", "app");
-    let cluster_removed = last_write::<Cluster>(writes, "PUT", "cluster");
-    let cloud_removed = last_write::<Cloud>(writes, "PUT", "cloud");
+    let cluster_marked = write_at::<Cluster>(writes, "DELETE", "cluster");
+    let app_marked = write_at::<Application>(writes, "DELETE", "app");
+    let app_removed = write_at::<Application>(writes, "PUT", "app");
+    let cluster_removed = write_at::<Cluster>(writes, "PUT", "cluster");
+    let cloud_removed = write_at::<Cloud>(writes, "PUT", "cloud");
     assert!(cluster_marked < app_marked, "{writes:#?}");
     assert!(app_marked < app_removed, "{writes:#?}");
     assert!(app_removed < cluster_removed, "{writes:#?}");
@@ -492,8 +511,7 @@ async fn transient_api_failures_are_retried() {
     apis.cascade(&[]).await;
     let metrics = Metrics::new();
     let gc = Gc::start(&client, metrics.clone(), None);
-    // Wait until the collector watches (its reflectors listed).
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_collecting(&apis).await;
 
     apis.clouds
         .delete("cloud", &DeleteParams::default())
@@ -568,4 +586,58 @@ async fn the_cascade_works_against_an_etcd_backed_api() {
     wait_gone(&apis.clouds, "cloud").await;
     gc.stop().await;
     server.stop().await;
+}
+
+#[tokio::test]
+async fn a_concurrent_change_is_never_overwritten() {
+    let api = FakeApi::start().await;
+    let client = api.client().unwrap();
+    let apis = Apis::new(&client);
+    apis.roles
+        .create(&role("r", vec![], &["other"]))
+        .await
+        .unwrap();
+    let gc = Gc::start(&client, Metrics::new(), None);
+    wait_collecting(&apis).await;
+
+    // Every request is held back for a second before it is handled.
+    api.faults().delay(Duration::from_secs(1));
+    apis.roles
+        .delete("r", &DeleteParams::default())
+        .await
+        .unwrap();
+    // The collector's pop is on its way (held back): someone else changes
+    // the object meanwhile, straight in the store.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let store = api.state().store();
+    let key = Role::INFO.key(None, "r").unwrap();
+    let stored = store.get(&key).await.unwrap().unwrap();
+    let mut value: serde_json::Value = serde_json::from_slice(&stored.value).unwrap();
+    value["metadata"]["labels"]["changed"] = json!("meanwhile");
+    store
+        .update(
+            &key,
+            serde_json::to_vec(&value).unwrap().into(),
+            stored.mod_revision,
+        )
+        .await
+        .expect("the collector's pop has not been handled yet");
+
+    let r = wait_for(&apis.roles, "r", |r| r.metadata.finalizers == ["other"]).await;
+    api.faults().clear();
+    assert_eq!(
+        r.metadata.labels.get("changed").map(String::as_str),
+        Some("meanwhile"),
+        "the change survived the pop"
+    );
+    let writes = api.writes();
+    let path = Role::INFO.object_path(None, "r");
+    let statuses: Vec<u16> = writes
+        .iter()
+        .filter(|w| w.method == "PUT" && w.path == path)
+        .map(|w| w.status)
+        .collect();
+    assert_eq!(statuses.first(), Some(&409), "{writes:#?}");
+    assert_eq!(statuses.last(), Some(&200), "{writes:#?}");
+    gc.stop().await;
 }
