@@ -117,7 +117,8 @@ impl Apis {
     }
 
     /// A cloud `cloud`, a cluster `cluster` owned by it and an application
-    /// `app` owned by the cluster (with `app_finalizers`).
+    /// `app` owned by the cluster (with `app_finalizers`) and by a cluster
+    /// `ghost` that does not exist (which must block nothing).
     async fn cascade(&self, app_finalizers: &[&str]) {
         self.clouds.create(&cloud("cloud")).await.unwrap();
         self.clusters
@@ -130,7 +131,10 @@ impl Apis {
         self.apps
             .create(&application(
                 "app",
-                vec![reference::<Cluster>(Some(NS), "cluster")],
+                vec![
+                    reference::<Cluster>(Some(NS), "cluster"),
+                    reference::<Cluster>(Some(NS), "ghost"),
+                ],
                 app_finalizers,
             ))
             .await
@@ -517,8 +521,19 @@ async fn transient_api_failures_are_retried() {
         .delete("cloud", &DeleteParams::default())
         .await
         .unwrap();
-    // The next requests are the collector's: they fail.
+    // The next requests are the collector's: they fail. The test makes
+    // none until the cloud's removal shows in the write log.
     api.faults().fail_next(3, 503);
+    let cloud = Cloud::INFO.object_path(Some(NS), "cloud");
+    let deadline = Instant::now() + GUARD;
+    while !api
+        .writes()
+        .iter()
+        .any(|w| w.method == "PUT" && w.path == cloud && w.status == 200)
+    {
+        assert!(Instant::now() < deadline, "the cloud is never removed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     wait_gone(&apis.apps, "app").await;
     wait_gone(&apis.clusters, "cluster").await;
     wait_gone(&apis.clouds, "cloud").await;
