@@ -656,3 +656,52 @@ async fn a_concurrent_change_is_never_overwritten() {
     assert_eq!(statuses.last(), Some(&200), "{writes:#?}");
     gc.stop().await;
 }
+
+#[tokio::test]
+async fn a_cycle_member_that_is_not_ours_does_not_hold_the_others() {
+    let api = FakeApi::start().await;
+    let client = api.client().unwrap();
+    let apis = Apis::new(&client);
+    // a and m own each other, m owns e; m and e carry other finalizers.
+    apis.roles
+        .create(&role("a", vec![role_ref("m")], &[]))
+        .await
+        .unwrap();
+    apis.roles
+        .create(&role("m", vec![role_ref("a")], &["keep"]))
+        .await
+        .unwrap();
+    apis.roles
+        .create(&role("e", vec![role_ref("m")], &["other"]))
+        .await
+        .unwrap();
+    let gc = Gc::start(&client, Metrics::new(), None);
+
+    apis.roles
+        .delete("a", &DeleteParams::default())
+        .await
+        .unwrap();
+    // The cycle waits for e, whose other finalizer stays for now.
+    wait_for(&apis.roles, "e", |e| {
+        e.metadata.is_deleted() && e.metadata.finalizers == ["other"]
+    })
+    .await;
+    wait_for(&apis.roles, "m", |m| {
+        m.metadata.finalizers == ["keep", "cascade_deletion"]
+    })
+    .await;
+    // Someone takes the collector's finalizer off m: m is not the
+    // collector's any more, but still on the cycle.
+    pop_finalizer(&apis.roles, "m", "cascade_deletion").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(finalizers(&apis.roles, "a").await, ["cascade_deletion"]);
+
+    // e goes: a, which waited for it through m, goes too.
+    pop_finalizer(&apis.roles, "e", "other").await;
+    wait_gone(&apis.roles, "e").await;
+    wait_gone(&apis.roles, "a").await;
+    assert_eq!(finalizers(&apis.roles, "m").await, ["keep"]);
+    pop_finalizer(&apis.roles, "m", "keep").await;
+    wait_gone(&apis.roles, "m").await;
+    gc.stop().await;
+}

@@ -104,22 +104,28 @@ impl Term {
     }
 
     /// Brings `node` in the graph up to its store; queues its owners
-    /// (before and after) and itself if they are ours.
+    /// (before and after the change) and the other members of their cycles
+    /// (which wait for the same dependents), and itself, if they are ours.
     fn sync(&self, node: &ResourceRef) {
         let Some(kind) = self.core.kind(node) else {
             return;
         };
         // The store is read under the graph's lock, so a concurrent resync
         // cannot put back an older state.
-        let (current, old, new) = {
+        let (current, wake) = {
             let mut graph = self.graph();
             let current = kind.metadata(node.namespace.as_deref(), &node.name);
             let new = current.as_ref().map(owners_of).unwrap_or_default();
             let old = graph.set(node.clone(), new.clone());
-            (current, old, new)
+            let mut wake = BTreeSet::new();
+            for owner in old.iter().chain(&new) {
+                if !wake.contains(owner) {
+                    wake.extend(graph.component(owner));
+                }
+            }
+            (current, wake)
         };
-        let owners: BTreeSet<&ResourceRef> = old.iter().chain(&new).collect();
-        for owner in owners {
+        for owner in &wake {
             self.trigger_if_ours(owner);
         }
         if current.is_some_and(|m| is_ours(&m)) {

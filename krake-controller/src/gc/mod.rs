@@ -54,7 +54,9 @@
 //! backoff.
 //!
 //! The work is level-based: when a dependent changes or disappears its
-//! owners (before and after the change) are queued; when an object becomes
+//! owners (before and after the change) are queued, with the other members
+//! of their cycles (which wait for the same dependents, even through a
+//! member that is not the collector's any more); when an object becomes
 //! ours it is queued; and at start, after every relist of a kind and on
 //! every leadership gain every object that is ours is queued, with the graph
 //! rebuilt from the stores. A restart in the middle of a cascade loses
