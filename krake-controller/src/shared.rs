@@ -294,12 +294,6 @@ impl Reflectors {
         }
     }
 
-    /// The client the reflectors watch through (for controllers that
-    /// write back through the same API).
-    pub fn client(&self) -> &Client {
-        &self.inner.client
-    }
-
     /// How many reflectors were started (one per distinct kind, namespace
     /// and selector subscribed to).
     pub fn count(&self) -> usize {
