@@ -219,6 +219,35 @@ fn write_at<K: Resource>(writes: &[Write], method: &str, name: &str) -> usize {
     found.unwrap_or_else(|| panic!("no {method} {path} in {writes:#?}"))
 }
 
+/// The write log, in order of arrival, once it shows a successful `PUT` of
+/// each of `paths` (the log is written just after the API answers, so it
+/// may lag a read that already finds the object gone).
+async fn writes_once_put(api: &FakeApi, paths: &[String]) -> Vec<Write> {
+    let deadline = Instant::now() + GUARD;
+    loop {
+        let mut writes = api.writes();
+        let put = |path: &String| {
+            writes
+                .iter()
+                .any(|w| w.method == "PUT" && &w.path == path && w.status == 200)
+        };
+        if paths.iter().all(put) {
+            writes.sort_by_key(|w| w.at);
+            return writes;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no PUT of {paths:?} in {writes:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// [`writes_once_put`] for the cloud of [`Apis::cascade`].
+async fn cascade_writes(api: &FakeApi) -> Vec<Write> {
+    writes_once_put(api, &[Cloud::INFO.object_path(Some(NS), "cloud")]).await
+}
+
 // --- The collector ---
 
 /// A garbage collector on reflectors of its own.
@@ -311,7 +340,7 @@ async fn deleting_a_cloud_cascades_to_its_cluster_and_application_in_order() {
     wait_gone(&apis.apps, "app").await;
     wait_gone(&apis.clusters, "cluster").await;
     wait_gone(&apis.clouds, "cloud").await;
-    assert_cascade_order(&api.writes());
+    assert_cascade_order(&cascade_writes(&api).await);
     assert!(gc.cycles.is_empty());
     gc.stop().await;
 }
@@ -348,6 +377,8 @@ async fn another_controllers_finalizer_at_the_tail_makes_the_cascade_wait() {
         r.metadata.finalizers == ["cascade_deletion", "other"]
     })
     .await;
+    // (The log is written just after the answers: let it catch up.)
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let before = api.writes().len();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(api.writes().len(), before, "{:#?}", &api.writes()[before..]);
@@ -404,7 +435,11 @@ async fn a_cycle_of_two_goes_after_what_it_owns_and_is_reported() {
     for name in ["a", "b", "d"] {
         wait_gone(&apis.roles, name).await;
     }
-    let writes = api.writes();
+    let paths: Vec<String> = ["a", "b", "d"]
+        .iter()
+        .map(|name| Role::INFO.object_path(None, name))
+        .collect();
+    let writes = writes_once_put(&api, &paths).await;
     let removed = |name: &str| {
         let path = Role::INFO.object_path(None, name);
         writes
@@ -461,7 +496,12 @@ async fn a_cycle_of_three_across_kinds_is_deleted_and_reported() {
     wait_gone(&apis.leases, "z").await;
     wait_gone(&apis.roles, "x").await;
     wait_gone(&apis.roles, "y").await;
-    let writes = api.writes();
+    let paths = [
+        Lease::INFO.object_path(Some(NS), "z"),
+        Role::INFO.object_path(None, "x"),
+        Role::INFO.object_path(None, "y"),
+    ];
+    let writes = writes_once_put(&api, &paths).await;
     let count = writes.len() - start;
     assert!(count <= 12, "{count} writes: {:#?}", &writes[start..]);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -503,7 +543,7 @@ async fn a_new_collector_finishes_a_cascade_its_predecessor_started() {
     let second = Gc::start(&client, Metrics::new(), None);
     wait_gone(&apis.clusters, "cluster").await;
     wait_gone(&apis.clouds, "cloud").await;
-    assert_cascade_order(&api.writes());
+    assert_cascade_order(&cascade_writes(&api).await);
     second.stop().await;
 }
 
@@ -537,7 +577,7 @@ async fn transient_api_failures_are_retried() {
     wait_gone(&apis.apps, "app").await;
     wait_gone(&apis.clusters, "cluster").await;
     wait_gone(&apis.clouds, "cloud").await;
-    assert_cascade_order(&api.writes());
+    assert_cascade_order(&cascade_writes(&api).await);
     let retries = metric(
         &metrics,
         "krake_controller_retries_total{controller=\"garbage_collector\"}",
@@ -579,7 +619,7 @@ async fn nothing_is_written_until_the_collector_leads() {
     wait_gone(&apis.apps, "app").await;
     wait_gone(&apis.clusters, "cluster").await;
     wait_gone(&apis.clouds, "cloud").await;
-    assert_cascade_order(&api.writes());
+    assert_cascade_order(&cascade_writes(&api).await);
     assert_eq!(metric(&metrics, prefix), 1.0);
     gc.stop().await;
 }
@@ -645,8 +685,8 @@ async fn a_concurrent_change_is_never_overwritten() {
         Some("meanwhile"),
         "the change survived the pop"
     );
-    let writes = api.writes();
     let path = Role::INFO.object_path(None, "r");
+    let writes = writes_once_put(&api, std::slice::from_ref(&path)).await;
     let statuses: Vec<u16> = writes
         .iter()
         .filter(|w| w.method == "PUT" && w.path == path)
