@@ -180,6 +180,126 @@ pub struct FileConfig {
     pub authorization: Option<String>,
     /// Logging.
     pub log: LogSection,
+    /// Beyond Krake: the controllers run in the server's process.
+    pub controllers: ControllersSection,
+}
+
+/// Beyond Krake: `controllers`, the controllers krake-server runs next to
+/// the API (each through the API over a loopback listener).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ControllersSection {
+    /// The garbage collector.
+    pub gc: ControllerSection,
+    /// The scheduler.
+    pub scheduler: ControllerSection,
+    /// Active-passive replicas of krake-server (each controller elects its
+    /// own leader through a Lease).
+    pub leader_election: LeaderElectionSection,
+}
+
+/// One in-process controller: whether it runs, and its Krake settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ControllerSection {
+    /// Run it (default true).
+    pub enabled: Option<bool>,
+    /// The controller's own keys (`worker_count`, the scheduler's keys).
+    #[serde(flatten)]
+    pub settings: ControllerSettings,
+}
+
+/// The settings of one controller, as Krake's controller files name them
+/// (`garbage_collector.yaml`, `scheduler.yaml`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ControllerSettings {
+    /// How many objects are handled at once (default 5).
+    pub worker_count: Option<usize>,
+    /// Krake's debounce of the work queue, in seconds (accepted; krake-rs
+    /// debounces internally).
+    pub debounce: Option<f64>,
+    /// Scheduler: seconds before a scheduled application is scheduled again
+    /// (default 60).
+    pub reschedule_after: Option<f64>,
+    /// Scheduler: the weight of staying on the current cluster (default 0.1).
+    pub stickiness: Option<f64>,
+    /// Scheduler: clusters created for applications that ask for one.
+    pub automatic_cluster_creation: AutomaticClusterCreation,
+    /// Beyond Krake, scheduler: queries to metrics providers.
+    pub metrics_providers: MetricsProvidersSection,
+}
+
+/// Krake's `automatic_cluster_creation`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct AutomaticClusterCreation {
+    /// The TOSCA template (YAML) of created clusters; none: no clusters
+    /// are created.
+    pub tosca_file: Option<PathBuf>,
+    /// Seconds an unused created cluster is kept (default 600).
+    pub deletion_retention: Option<f64>,
+}
+
+/// Beyond Krake: `metrics_providers`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct MetricsProvidersSection {
+    /// Seconds one query may take (default 20).
+    pub timeout: Option<f64>,
+    /// Seconds an answer is reused (default 5).
+    pub cache_ttl: Option<f64>,
+}
+
+/// Beyond Krake: `leader_election`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct LeaderElectionSection {
+    /// Campaign for a Lease and work only while holding it.
+    pub enabled: Option<bool>,
+    /// The Lease's namespace (default `system`).
+    pub namespace: Option<String>,
+    /// The Lease's name (default `krake-<controller>`; only in a
+    /// controller's own file).
+    pub name: Option<String>,
+    /// Seconds the Lease is held after a renewal (default 15).
+    pub lease_duration: Option<f64>,
+}
+
+/// Krake's `tls` section of a controller.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ClientTlsSection {
+    /// Talk HTTPS, with a client certificate.
+    pub enabled: bool,
+    /// The CA of the API's certificate (PEM).
+    pub client_ca: Option<PathBuf>,
+    /// The controller's certificate (PEM).
+    pub client_cert: Option<PathBuf>,
+    /// The controller's private key (PEM).
+    pub client_key: Option<PathBuf>,
+}
+
+/// A controller's own configuration file (Krake's `garbage_collector.yaml`
+/// and `scheduler.yaml`), for `krake-server controller`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ControllerFileConfig {
+    /// The API's URL (Krake's default: `http://localhost:8080`).
+    pub api_endpoint: Option<String>,
+    /// TLS to the API.
+    pub tls: ClientTlsSection,
+    /// Beyond Krake: a bearer token for the API.
+    pub token: Option<String>,
+    /// The controller's keys.
+    #[serde(flatten)]
+    pub settings: ControllerSettings,
+    /// Beyond Krake: leader election.
+    pub leader_election: LeaderElectionSection,
+    /// Beyond Krake: where to serve the controller's metrics (`host:port`).
+    pub metrics_address: Option<String>,
+    /// Logging.
+    pub log: LogSection,
 }
 
 /// Replaces `-` by `_` in every key, as Krake's loader does (`cors-origin`).
@@ -193,6 +313,37 @@ fn normalize_keys(value: Value) -> Value {
         Value::Array(items) => Value::Array(items.into_iter().map(normalize_keys).collect()),
         other => other,
     }
+}
+
+/// Reads a YAML file into `T`: Krake's key spelling (`-` for `_`), an
+/// empty file is the defaults.
+pub fn load_yaml<T: serde::de::DeserializeOwned + Default>(path: &Path) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse_yaml(&text).map_err(|message| ConfigError::Invalid {
+        path: path.to_owned(),
+        message,
+    })
+}
+
+/// Parses YAML text into `T` (see [`load_yaml`]).
+pub fn parse_yaml<T: serde::de::DeserializeOwned + Default>(text: &str) -> Result<T, String> {
+    if text.trim().is_empty() {
+        return Ok(T::default());
+    }
+    let value: Value = serde_saphyr::from_str(text).map_err(|err| one_line(&err.to_string()))?;
+    let value = match value {
+        Value::Null => return Ok(T::default()),
+        other => normalize_keys(other),
+    };
+    serde_json::from_value(value).map_err(|err| err.to_string())
+}
+
+/// `text` on one line.
+pub fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 impl FileConfig {
