@@ -17,6 +17,7 @@
 pub mod api_suite;
 pub mod controller_suite;
 pub mod model_suite;
+pub mod scheduler_suite;
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -135,6 +136,13 @@ mod tests {
     #[test]
     fn controller_suite_runs() {
         controller_suite::run(Mode::Smoke);
+    }
+
+    /// The scheduler suite in smoke mode: every decision checked against
+    /// the constraints, and the scheduler end to end on a small namespace.
+    #[test]
+    fn scheduler_suite_runs() {
+        scheduler_suite::run(Mode::Smoke);
     }
 
     #[test]

@@ -188,6 +188,12 @@ impl Reflectors {
         }
     }
 
+    /// The client the reflectors watch through, for controllers to write
+    /// with.
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
     /// The objects of kind `K` in `namespace` (`None`: every namespace, or a
     /// global kind) whose labels match `selector` (`None`: all), starting
     /// the reflector if nobody watches them yet.

@@ -1,14 +1,105 @@
-//! The scheduler (feature `scheduler`).
+//! Krake's scheduler (feature `scheduler`): places applications on
+//! clusters, clusters on clouds and Magnum clusters on projects, by labels,
+//! custom resources and live metrics.
+//!
+//! Three controllers, one per kind, share the process's reflectors:
+//!
+//! - [`application`]: applications on the clusters of their namespace,
+//!   rescheduling every `reschedule_after`, migration, the hand-off to the
+//!   Kubernetes controller, DEGRADED/FAILED with backoff, automatic cluster
+//!   creation on clouds;
+//! - [`cluster`]: clusters without a kubeconfig bound to a cloud; unused
+//!   automatically created clusters deleted;
+//! - [`magnum`]: Magnum clusters bound to projects.
+//!
+//! [`placement`] is the pure decision (filter and score, Krake's formula)
+//! and [`candidates`](self) the per-namespace snapshot of clusters and clouds
+//! with their metrics, fetched through
+//! [`MetricsProviders`](crate::metrics_provider::MetricsProviders) and
+//! reused by every decision until something changes or the provider cache's
+//! TTL passes. Metric failures set the cluster or cloud to FAILING_METRICS
+//! (codes 91 to 94 in `status.metrics_reasons`); a clean fetch sets it back
+//! to ONLINE.
+//!
+//! Differences from Krake (its bugs, section 8 of the reference, fixed):
+//! metric constraints compare the metric's value, not `weight ×
+//! normalized` (see [`placement`]); a cluster without fetched metrics never
+//! raises, its metric constraints simply do not match; cloud labels are
+//! inherited from the cloud (Krake's loop walks the metric constraints); the
+//! cloud state is reset to ONLINE only after a clean fetch; the cloud chosen
+//! for an automatically created cluster is kept (bound at once); the unused
+//! cluster check looks at every application; Magnum clusters stay in their
+//! namespace.
+//!
+//! ```no_run
+//! # async fn example(client: krake_client::Client) {
+//! use krake_controller::scheduler::{Scheduler, SchedulerConfig};
+//! use krake_controller::shared::Reflectors;
+//! use tokio_util::sync::CancellationToken;
+//!
+//! let shutdown = CancellationToken::new();
+//! let reflectors = Reflectors::new(client, shutdown.clone());
+//! Scheduler::new(&reflectors, SchedulerConfig::default())
+//!     .run(shutdown)
+//!     .await;
+//! # }
+//! ```
 
-use std::time::Duration;
+pub mod application;
+mod candidates;
+pub mod cluster;
+mod fetch;
+pub mod magnum;
+pub mod placement;
 
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use krake_client::Client;
+use krake_data::Resource;
+use krake_data::kinds::core::{GlobalMetric, GlobalMetricsProvider, Metric, MetricsProvider};
+use krake_data::kinds::infrastructure::{Cloud, GlobalCloud};
+use krake_data::kinds::kubernetes::{Application, Cluster};
+use krake_data::kinds::openstack::{MagnumCluster, Project};
 use serde_json::{Map, Value};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::action::Action;
+use crate::controller::{Controller, ControllerConfig};
 use crate::metrics::Metrics;
-use crate::metrics_provider::ProvidersConfig;
-use crate::shared::Reflectors;
+use crate::metrics_provider::{MetricsProviders, ProvidersConfig};
+use crate::object_key::ObjectKey;
+use crate::scheduler::candidates::{Candidates, bound_cloud};
+use crate::scheduler::fetch::MetricFetcher;
+use crate::shared::{Change, Reflectors};
+use crate::store::Store;
+use crate::work_queue::{Attempt, QueueConfig};
+
+/// Why a scheduling step could not be carried out (the API could not be
+/// reached or refused a write); the object is tried again with backoff.
+/// Scheduling outcomes (no suitable cluster, ...) are not errors: they are
+/// written into the object's status.
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    /// An API request failed.
+    #[error(transparent)]
+    Api(#[from] krake_client::Error),
+}
+
+/// What the handlers share.
+#[derive(Debug)]
+pub(crate) struct Context {
+    pub client: Client,
+    pub config: SchedulerConfig,
+    pub candidates: Candidates,
+    pub applications: Store<Application>,
+    pub projects: Store<Project>,
+    /// Automatically created clusters seen unused, and since when.
+    pub unused_since: Mutex<HashMap<ObjectKey, Instant>>,
+}
 
 /// Settings of the [`Scheduler`] (Krake's `scheduler.yaml`).
 #[derive(Debug, Clone, PartialEq)]
@@ -78,9 +169,221 @@ impl Scheduler {
         self
     }
 
-    /// Runs until `shutdown`.
+    /// Runs until `shutdown`: waits for the first list of every kind it
+    /// reads, then runs the three handlers.
     pub async fn run(self, shutdown: CancellationToken) {
-        let _ = (&self.reflectors, &self.config, &self.metrics, &self.leader);
-        shutdown.cancelled().await;
+        let reflectors = &self.reflectors;
+        let client = reflectors.client().clone();
+        let clusters = reflectors.subscribe::<Cluster>(None, None);
+        let clouds = reflectors.subscribe::<Cloud>(None, None);
+        let global_clouds = reflectors.subscribe::<GlobalCloud>(None, None);
+        let metrics = reflectors.subscribe::<Metric>(None, None);
+        let global_metrics = reflectors.subscribe::<GlobalMetric>(None, None);
+        let providers = reflectors.subscribe::<MetricsProvider>(None, None);
+        let global_providers = reflectors.subscribe::<GlobalMetricsProvider>(None, None);
+        let projects = reflectors.subscribe::<Project>(None, None);
+        let applications = Controller::<Application>::new(reflectors, None);
+        let app_store = applications.store();
+        let fetcher = MetricFetcher {
+            metrics: metrics.store.clone(),
+            global_metrics: global_metrics.store.clone(),
+            providers: providers.store.clone(),
+            global_providers: global_providers.store.clone(),
+            backends: MetricsProviders::new(self.config.providers.clone()),
+        };
+        let candidates = Candidates::new(
+            clusters.store.clone(),
+            clouds.store.clone(),
+            global_clouds.store.clone(),
+            fetcher,
+            client.clone(),
+            self.config.providers.cache_ttl,
+        );
+        let generation = candidates.generation.clone();
+        let bump = move || {
+            generation.fetch_add(1, Ordering::AcqRel);
+        };
+        follow(clusters.changes, shutdown.clone(), bump.clone());
+        follow(clouds.changes, shutdown.clone(), bump.clone());
+        follow(global_clouds.changes, shutdown.clone(), bump.clone());
+        follow(metrics.changes, shutdown.clone(), bump.clone());
+        follow(global_metrics.changes, shutdown.clone(), bump.clone());
+        follow(providers.changes, shutdown.clone(), bump.clone());
+        follow(global_providers.changes, shutdown.clone(), bump);
+
+        let ready = async {
+            clusters.store.wait_ready().await?;
+            clouds.store.wait_ready().await?;
+            global_clouds.store.wait_ready().await?;
+            metrics.store.wait_ready().await?;
+            global_metrics.store.wait_ready().await?;
+            providers.store.wait_ready().await?;
+            global_providers.store.wait_ready().await?;
+            projects.store.wait_ready().await?;
+            app_store.wait_ready().await
+        };
+        tokio::select! {
+            result = ready => if result.is_err() { return },
+            () = shutdown.cancelled() => return,
+        }
+
+        let context = Arc::new(Context {
+            client,
+            config: self.config.clone(),
+            candidates,
+            applications: app_store.clone(),
+            projects: projects.store.clone(),
+            unused_since: Mutex::default(),
+        });
+        let queue = QueueConfig {
+            concurrency: self.config.workers.max(1),
+            ..QueueConfig::default()
+        };
+        let config = |name: &str| ControllerConfig {
+            queue: queue.clone(),
+            ..ControllerConfig::new(name)
+        };
+
+        let waiting_apps = app_store.clone();
+        let applications = applications
+            .config(config("scheduler-applications"))
+            .watches::<Cluster>(None, move |cluster: &Cluster| {
+                // Applications waiting for this cluster to be created.
+                let name = cluster.metadata.name.as_str();
+                waiting_apps
+                    .filter(|app| {
+                        app.metadata.namespace == cluster.metadata.namespace
+                            && app.status.auto_cluster_create_started.as_deref() == Some(name)
+                    })
+                    .iter()
+                    .map(|app| key_of(app.as_ref()))
+                    .collect()
+            });
+        let unbound = clusters.store.clone();
+        let unbound_global = clusters.store.clone();
+        let clusters = Controller::<Cluster>::new(reflectors, None)
+            .config(config("scheduler-clusters"))
+            .watches::<Cloud>(None, move |cloud: &Cloud| {
+                unbound_keys(&unbound, cloud.metadata.namespace.as_deref())
+            })
+            .watches::<GlobalCloud>(None, move |_: &GlobalCloud| {
+                unbound_keys(&unbound_global, None)
+            })
+            .watches::<Application>(None, |app: &Application| {
+                // An application leaving an automatically created cluster.
+                app.status
+                    .scheduled_to
+                    .iter()
+                    .chain(app.status.running_on.iter())
+                    .filter(|c| c.kind == "Cluster")
+                    .map(|c| ObjectKey::new(c.namespace.as_deref(), &c.name))
+                    .chain(
+                        app.status
+                            .auto_cluster_create_started
+                            .iter()
+                            .map(|name| ObjectKey::new(app.metadata.namespace.as_deref(), name)),
+                    )
+                    .collect()
+            });
+        let magnum_store = reflectors.subscribe::<MagnumCluster>(None, None).store;
+        let magnum = Controller::<MagnumCluster>::new(reflectors, None)
+            .config(config("scheduler-magnum"))
+            .watches::<Project>(None, move |project: &Project| {
+                magnum_store
+                    .filter(|c| {
+                        c.status.project.is_none()
+                            && c.metadata.namespace == project.metadata.namespace
+                    })
+                    .iter()
+                    .map(|c| key_of(c.as_ref()))
+                    .collect()
+            });
+        let (applications, clusters, magnum) = match &self.leader {
+            Some(leader) => (
+                applications.leader(leader.clone()),
+                clusters.leader(leader.clone()),
+                magnum.leader(leader.clone()),
+            ),
+            None => (applications, clusters, magnum),
+        };
+        tokio::join!(
+            applications.metrics(self.metrics.clone()).run(
+                application::reconcile,
+                error_policy,
+                context.clone(),
+                shutdown.clone(),
+            ),
+            clusters.metrics(self.metrics.clone()).run(
+                cluster::reconcile,
+                error_policy,
+                context.clone(),
+                shutdown.clone(),
+            ),
+            magnum.metrics(self.metrics.clone()).run(
+                magnum::reconcile,
+                error_policy,
+                context,
+                shutdown.clone(),
+            ),
+        );
     }
+}
+
+fn key_of<K: Resource>(object: &K) -> ObjectKey {
+    let metadata = object.metadata();
+    ObjectKey::new(metadata.namespace.as_deref(), &metadata.name)
+}
+
+/// Unbound clusters to be created of `namespace` (`None`: all).
+fn unbound_keys(clusters: &Store<Cluster>, namespace: Option<&str>) -> Vec<ObjectKey> {
+    clusters
+        .filter(|c| {
+            (namespace.is_none() || c.metadata.namespace.as_deref() == namespace)
+                && c.spec.kubeconfig.is_empty()
+                && bound_cloud(c).is_none()
+        })
+        .iter()
+        .map(|c| key_of(c.as_ref()))
+        .collect()
+}
+
+/// After an API failure: the queue's exponential backoff.
+fn error_policy<K>(
+    object: Arc<K>,
+    error: &SchedulerError,
+    attempt: Attempt,
+    _: Arc<Context>,
+) -> Action
+where
+    K: Resource,
+{
+    let metadata = object.metadata();
+    tracing::warn!(
+        kind = K::INFO.kind,
+        namespace = metadata.namespace.as_deref().unwrap_or(""),
+        name = %metadata.name,
+        retries = attempt.retries,
+        error = %error,
+        "scheduling step failed; trying again"
+    );
+    Action::await_change()
+}
+
+/// Calls `on_change` for every change (and missed changes) until `stop`.
+fn follow<K: Resource>(
+    mut changes: broadcast::Receiver<Change<K>>,
+    stop: CancellationToken,
+    on_change: impl Fn() + Send + 'static,
+) {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                change = changes.recv() => match change {
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => on_change(),
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                () = stop.cancelled() => return,
+            }
+        }
+    });
 }

@@ -1,0 +1,385 @@
+//! The scheduler's decisions (`cargo bench -p krake-benches --bench scheduler`).
+//!
+//! - **Decisions**: 10,000 applications over 1,000 ONLINE clusters of their
+//!   namespace, each application with two label constraints and one metric
+//!   constraint, each cluster with two metrics from a static provider
+//!   (fetched through `MetricsProviders` and normalized by their
+//!   `GlobalMetric`s, as the scheduler's snapshot does). Measured: the
+//!   decision of [`decide`] (filter, score, ties) per application, in
+//!   decisions per second, against a baseline that only evaluates the same
+//!   label constraints of every application on every cluster (the least any
+//!   scheduler must do). The target is over 10,000 decisions per
+//!   second. The time to build the 1,000 candidates (metric queries
+//!   included) is printed too.
+//! - **End to end**: the real [`Scheduler`] against krake-rs's API
+//!   (in-process, embedded store) placing pending applications, from start
+//!   to the last binding, in bindings per second, against the same number
+//!   of `/binding` requests sent straight through the client with the same
+//!   concurrency: what scheduling adds to the API's write cost.
+//!
+//! In [`Mode::Smoke`] everything runs at a small size and every placement is
+//! checked against the constraints.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::stream::{self, StreamExt};
+use krake_api::testing::TestServer;
+use krake_client::{Api, Client};
+use krake_controller::metrics_provider::{MetricsProviders, ProvidersConfig};
+use krake_controller::scheduler::application::{Decision, decide};
+use krake_controller::scheduler::placement::{Candidate, CandidateKind, MetricValue};
+use krake_controller::scheduler::{Scheduler, SchedulerConfig};
+use krake_controller::shared::Reflectors;
+use krake_data::kinds::core::{MetricSpec, MetricsProviderSpec};
+use krake_data::kinds::kubernetes::{Application, Cluster, ClusterBinding, ClusterState};
+use krake_data::metadata::Labels;
+use krake_data::{ResourceRef, Timestamp};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::{Mode, Throughput, report};
+
+const LOCATIONS: [&str; 5] = ["DE", "FR", "IT", "NL", "PL"];
+const TIERS: [&str; 4] = ["gold", "silver", "bronze", "edge"];
+
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    mode: Mode,
+    apps: usize,
+    clusters: usize,
+    e2e_apps: usize,
+    e2e_clusters: usize,
+}
+
+impl Plan {
+    fn new(mode: Mode) -> Self {
+        match mode {
+            Mode::Bench => Plan {
+                mode,
+                apps: 10_000,
+                clusters: 1_000,
+                e2e_apps: 2_000,
+                e2e_clusters: 100,
+            },
+            Mode::Smoke | Mode::List => Plan {
+                mode,
+                apps: 200,
+                clusters: 50,
+                e2e_apps: 30,
+                e2e_clusters: 5,
+            },
+        }
+    }
+}
+
+/// Runs the suite in `mode` and prints the results.
+pub fn run(mode: Mode) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    runtime.block_on(run_async(Plan::new(mode)));
+}
+
+fn cluster_labels(i: usize) -> Labels {
+    let mut labels = Labels::new();
+    labels.insert("location".into(), LOCATIONS[i % LOCATIONS.len()].into());
+    labels.insert("tier".into(), TIERS[(i / 5) % TIERS.len()].into());
+    labels
+}
+
+fn app_constraints(i: usize) -> Value {
+    let a = LOCATIONS[i % LOCATIONS.len()];
+    let b = LOCATIONS[(i + 1) % LOCATIONS.len()];
+    json!({
+        "labels": [format!("location in ({a}, {b})"), "tier != edge"],
+        "metrics": [format!("load < {}", 40 + (i % 50))],
+    })
+}
+
+fn application(i: usize, namespace: &str) -> Application {
+    serde_json::from_value(json!({
+        "metadata": {"name": format!("app-{i:05}"), "namespace": namespace},
+        "spec": {
+            "manifest": [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm"}}],
+            "constraints": {"cluster": app_constraints(i)},
+        },
+    }))
+    .expect("a valid application")
+}
+
+/// The static provider's values: `load-<i>` and `free-<i>` per cluster.
+fn static_provider(clusters: usize) -> MetricsProviderSpec {
+    let mut metrics = serde_json::Map::new();
+    for i in 0..clusters {
+        metrics.insert(format!("load-{i}"), json!(((i * 37) % 100) as f64));
+        metrics.insert(format!("free-{i}"), json!(((i * 53) % 100) as f64));
+    }
+    serde_json::from_value(json!({"type": "static", "static": {"metrics": metrics}}))
+        .expect("a valid provider spec")
+}
+
+fn metric_spec(metric: &str) -> MetricSpec {
+    serde_json::from_value(json!({
+        "min": 0, "max": 100, "allowed_values": [],
+        "provider": {"name": "static", "metric": metric},
+    }))
+    .expect("a valid metric spec")
+}
+
+/// The candidates as the scheduler's snapshot builds them: metrics queried
+/// through the providers and normalized.
+async fn candidates(clusters: usize, providers: &MetricsProviders) -> Vec<Candidate> {
+    let provider = static_provider(clusters);
+    let mut out = Vec::with_capacity(clusters);
+    for i in 0..clusters {
+        let mut metrics = Vec::new();
+        for (name, weight) in [("load", 1.0), ("free", 2.0)] {
+            let metric = format!("{name}-{i}");
+            let spec = metric_spec(&metric);
+            let value = providers
+                .query("static", &provider, &metric)
+                .await
+                .expect("a static value");
+            let normalized = spec.normalize(value).expect("in range");
+            metrics.push(MetricValue {
+                name: name.into(),
+                weight,
+                value,
+                normalized,
+            });
+        }
+        out.push(
+            Candidate::new(
+                ResourceRef::new(
+                    "kubernetes",
+                    "Cluster",
+                    Some("bench".into()),
+                    format!("c-{i:04}"),
+                ),
+                CandidateKind::Cluster,
+                cluster_labels(i),
+                Vec::new(),
+            )
+            .with_metrics(metrics),
+        );
+    }
+    out
+}
+
+async fn run_async(plan: Plan) {
+    println!(
+        "krake-controller scheduler benchmarks ({:?} mode, {} applications x {} clusters)",
+        plan.mode, plan.apps, plan.clusters
+    );
+    let providers = MetricsProviders::new(ProvidersConfig::default());
+    let start = Instant::now();
+    let clusters = candidates(plan.clusters, &providers).await;
+    println!(
+        "candidates: {} clusters x 2 metrics built in {:.2} ms",
+        plan.clusters,
+        start.elapsed().as_secs_f64() * 1e3
+    );
+    let apps: Vec<Application> = (0..plan.apps).map(|i| application(i, "bench")).collect();
+    let now = Timestamp::now();
+
+    // Every decision must respect the constraints.
+    let mut placed = 0;
+    for (i, app) in apps.iter().enumerate() {
+        if let Some(Decision::Bind(target)) =
+            decide(app, &clusters, &[], 0.1, Duration::from_secs(60), now)
+        {
+            let index: usize = target.name[2..].parse().expect("a cluster index");
+            let labels = cluster_labels(index);
+            let location = labels["location"].as_str();
+            assert!(
+                location == LOCATIONS[i % 5] || location == LOCATIONS[(i + 1) % 5],
+                "{} placed on {location}",
+                app.metadata.name
+            );
+            assert_ne!(labels["tier"], "edge");
+            assert!(
+                ((index * 37) % 100) < 40 + (i % 50),
+                "metric constraint broken"
+            );
+            placed += 1;
+        }
+    }
+    assert!(placed > apps.len() / 2, "only {placed} applications placed");
+
+    let decisions = measure_over(plan.mode, &apps, |app| {
+        decide(app, &clusters, &[], 0.1, Duration::from_secs(60), now).is_some()
+    });
+    let baseline = measure_over(plan.mode, &apps, |app| {
+        let labels = app
+            .spec
+            .constraints
+            .cluster
+            .labels
+            .as_deref()
+            .unwrap_or_default();
+        clusters
+            .iter()
+            .filter(|c| labels.iter().all(|l| l.matches(&c.labels)))
+            .count()
+            > 0
+    });
+    report(
+        &format!(
+            "decide, {} applications x {} clusters (2 label + 1 metric constraints, 2 metrics)",
+            plan.apps, plan.clusters
+        ),
+        decisions,
+        "label constraints only",
+        baseline,
+    );
+    println!(
+        "decisions: {:.0} per second | target > 10000 decisions/s: {}",
+        decisions.per_second(),
+        if decisions.per_second() > 10_000.0 {
+            "MET"
+        } else {
+            "MISSED"
+        }
+    );
+
+    end_to_end(plan).await;
+}
+
+/// Runs `decide_one` over every application, for the mode's budget.
+fn measure_over(
+    mode: Mode,
+    apps: &[Application],
+    decide_one: impl Fn(&Application) -> bool,
+) -> Throughput {
+    let budget = mode.budget();
+    let start = Instant::now();
+    let mut operations = 0u64;
+    while start.elapsed() < budget || operations == 0 {
+        for app in apps {
+            std::hint::black_box(decide_one(app));
+        }
+        operations += apps.len() as u64;
+    }
+    Throughput {
+        operations,
+        elapsed: start.elapsed(),
+    }
+}
+
+fn kubeconfig(name: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": name, "cluster": {"server": "https://127.0.0.1:6443"}}],
+        "contexts": [{"name": name, "context": {"cluster": name, "user": name}}],
+        "current-context": name,
+        "users": [{"name": name, "user": {"token": "t"}}],
+    })
+}
+
+/// Creates the clusters (ONLINE, with metrics from a static provider) and
+/// the pending applications of `namespace`.
+async fn populate(client: &Client, namespace: &str, plan: Plan) {
+    let clusters: Api<Cluster> = Api::namespaced(client.clone(), namespace);
+    for i in 0..plan.e2e_clusters {
+        let name = format!("c-{i:04}");
+        let cluster: Cluster = serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": namespace, "labels": cluster_labels(i)},
+            "spec": {"kubeconfig": kubeconfig(&name), "constraints": {"cloud": {}}},
+        }))
+        .expect("a valid cluster");
+        let mut created = clusters.create(&cluster).await.expect("cluster created");
+        created.status.state = ClusterState::Online;
+        clusters.status(&created).await.expect("cluster online");
+    }
+    let apps: Api<Application> = Api::namespaced(client.clone(), namespace);
+    stream::iter(0..plan.e2e_apps)
+        .for_each_concurrent(16, |i| {
+            let apps = apps.clone();
+            async move {
+                let mut app = application(i, namespace);
+                app.spec.constraints.cluster.metrics = None;
+                apps.create(&app).await.expect("application created");
+            }
+        })
+        .await;
+}
+
+async fn wait_bound(apps: &Api<Application>, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let list = apps
+            .list(&Default::default())
+            .await
+            .expect("applications listed");
+        let bound = list
+            .items
+            .iter()
+            .filter(|a| a.status.scheduled_to.is_some())
+            .count();
+        if bound == count {
+            return;
+        }
+        assert!(Instant::now() < deadline, "only {bound} of {count} bound");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn end_to_end(plan: Plan) {
+    // The scheduler places every application.
+    let server = TestServer::embedded().await;
+    let client = Client::new(&server.url()).expect("a client");
+    populate(&client, "bench", plan).await;
+    let shutdown = CancellationToken::new();
+    let reflectors = Reflectors::new(client.clone(), shutdown.clone());
+    let start = Instant::now();
+    let task =
+        tokio::spawn(Scheduler::new(&reflectors, SchedulerConfig::default()).run(shutdown.clone()));
+    let apps: Api<Application> = Api::namespaced(client.clone(), "bench");
+    wait_bound(&apps, plan.e2e_apps).await;
+    let scheduled = Throughput {
+        operations: plan.e2e_apps as u64,
+        elapsed: start.elapsed(),
+    };
+    shutdown.cancel();
+    let _ = task.await;
+
+    // The same bindings sent straight to another server.
+    let server = TestServer::embedded().await;
+    let client = Client::new(&server.url()).expect("a client");
+    populate(&client, "bench", plan).await;
+    let apps: Api<Application> = Api::namespaced(client.clone(), "bench");
+    let start = Instant::now();
+    let clusters = Arc::new(plan.e2e_clusters);
+    stream::iter(0..plan.e2e_apps)
+        .for_each_concurrent(SchedulerConfig::default().workers, |i| {
+            let apps = apps.clone();
+            let clusters = clusters.clone();
+            async move {
+                let target = ResourceRef::new(
+                    "kubernetes",
+                    "Cluster",
+                    Some("bench".into()),
+                    format!("c-{:04}", i % *clusters),
+                );
+                apps.binding(&format!("app-{i:05}"), &ClusterBinding::new(target))
+                    .await
+                    .expect("bound");
+            }
+        })
+        .await;
+    let direct = Throughput {
+        operations: plan.e2e_apps as u64,
+        elapsed: start.elapsed(),
+    };
+    report(
+        &format!(
+            "scheduler end to end, {} applications x {} clusters (embedded store)",
+            plan.e2e_apps, plan.e2e_clusters
+        ),
+        scheduled,
+        "direct /binding requests, 5 at once",
+        direct,
+    );
+}

@@ -1,0 +1,386 @@
+//! The application handler: places applications on clusters.
+//!
+//! For each application that is not deleted and not FAILED:
+//!
+//! 1. A DEGRADED application waits until `status.scheduled_retry`; one
+//!    whose migration failed recently until `status.migration_timeout`.
+//! 2. Already placed with `constraints.migration` false: only the hand-off
+//!    below.
+//! 3. Candidates: the clusters of the application's namespace only (tenant
+//!    separation), ONLINE, matching the label, custom-resource and metric
+//!    constraints (see [`placement`](super::placement)); with
+//!    `auto_cluster_create`, also the clouds of the namespace and the global
+//!    clouds.
+//! 4. Stickiness shortcut: the current cluster still matches and was chosen
+//!    less than `reschedule_after` ago: keep it. Otherwise rank.
+//! 5. A new cluster: `PUT /binding` (the API sets `scheduled`,
+//!    `kube_controller_triggered`, `scheduled_to` and the owner). The same
+//!    cluster: if the spec changed since the Kubernetes controller was last
+//!    triggered (`modified > kube_controller_triggered`), set
+//!    `kube_controller_triggered` through `/status`, which hands the new
+//!    version to the Kubernetes controller. A cloud: create a cluster on it
+//!    (below).
+//! 6. Every placed application is looked at again after `reschedule_after`
+//!    (Krake's default 60 s) and moves when a better cluster appeared and
+//!    migration is allowed.
+//!
+//! No match: `status.reason` NO_SUITABLE_RESOURCE and, while retries are
+//! left (`spec.backoff_limit`, -1 forever), DEGRADED with `scheduled_retry =
+//! now + backoff_delay × backoff`; then FAILED.
+//!
+//! Automatic cluster creation: the winner is a cloud, so the scheduler
+//! creates a cluster `cluster-<1000..9999>` in the application's namespace
+//! from the configured TOSCA template, inheriting the cloud's labels and
+//! metrics, with the application's label and metric constraints as its
+//! cloud constraints, and binds it to the chosen cloud at once (Krake loses
+//! that choice). The application waits in WAITING_FOR_CLUSTER_CREATION until
+//! the cluster is ONLINE, then is placed on it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use krake_client::Api;
+use krake_data::kinds::infrastructure::CloudBinding;
+use krake_data::kinds::kubernetes::{
+    Application, ApplicationState, ApplicationStatus, CloudConstraints, Cluster, ClusterBinding,
+    ClusterCloudConstraints, ClusterSpec, ClusterState,
+};
+use krake_data::metadata::Metadata;
+use krake_data::{Reason, ReasonCode, ResourceRef, Timestamp};
+
+use crate::action::Action;
+use crate::scheduler::candidates::reference;
+use crate::scheduler::placement::{self, Candidate, CandidateKind};
+use crate::scheduler::{Context, SchedulerError};
+
+/// How often an application waiting for its new cluster looks again (the
+/// cluster's changes also wake it).
+pub(crate) const CLUSTER_CREATION_POLL: Duration = Duration::from_secs(30);
+
+/// What the scheduler decided for an application.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Stay on (or go to, for the first time the same as) this cluster.
+    Keep(ResourceRef),
+    /// Bind to this cluster.
+    Bind(ResourceRef),
+    /// Create a cluster on this cloud.
+    CreateOn(ResourceRef),
+}
+
+/// The decision for `app` among `clusters` and `clouds` (the candidates of
+/// its namespace), or `None` when nothing matches. Pure: the benchmark and
+/// custom schedulers call it directly.
+pub fn decide(
+    app: &Application,
+    clusters: &[Candidate],
+    clouds: &[Candidate],
+    stickiness: f64,
+    reschedule_after: Duration,
+    now: Timestamp,
+) -> Option<Decision> {
+    let constraints = &app.spec.constraints.cluster;
+    let mut matching: Vec<&Candidate> = clusters
+        .iter()
+        .filter(|c| placement::cluster_matches(constraints, c))
+        .collect();
+    let current = app.status.scheduled_to.as_ref();
+    if let Some(current) = current
+        && matching.iter().any(|c| &c.target == current)
+        && app
+            .status
+            .scheduled
+            .is_some_and(|at| elapsed(at, now) < reschedule_after)
+    {
+        return Some(Decision::Keep(current.clone()));
+    }
+    if app.spec.auto_cluster_create {
+        matching.extend(clouds.iter().filter(|c| {
+            placement::cloud_matches(
+                constraints.labels.as_deref(),
+                constraints.metrics.as_deref(),
+                c,
+            )
+        }));
+    }
+    let winner = placement::choose(&matching, current, stickiness, |n| fastrand::usize(..n))?;
+    Some(match winner.kind {
+        CandidateKind::Cloud => Decision::CreateOn(winner.target.clone()),
+        CandidateKind::Cluster if Some(&winner.target) == current => {
+            Decision::Keep(winner.target.clone())
+        }
+        CandidateKind::Cluster => Decision::Bind(winner.target.clone()),
+    })
+}
+
+fn elapsed(since: Timestamp, now: Timestamp) -> Duration {
+    (now - since).to_std().unwrap_or(Duration::ZERO)
+}
+
+fn until(at: Timestamp, now: Timestamp) -> Duration {
+    (at - now).to_std().unwrap_or(Duration::ZERO)
+}
+
+/// One application.
+pub(crate) async fn reconcile(
+    app: Arc<Application>,
+    cx: Arc<Context>,
+) -> Result<Action, SchedulerError> {
+    if app.metadata.is_deleted() || app.status.state == ApplicationState::Failed {
+        return Ok(Action::await_change());
+    }
+    let now = Timestamp::now();
+    if app.status.state == ApplicationState::Degraded
+        && let Some(retry) = app.status.scheduled_retry
+        && retry > now
+    {
+        return Ok(Action::requeue(until(retry, now)));
+    }
+    if app.status.scheduled_to.is_some() && !app.spec.constraints.migration {
+        if needs_hand_off(&app) {
+            let mut updated = (*app).clone();
+            updated.status.kube_controller_triggered = Some(Timestamp::now());
+            write_status(&app, &updated, &cx).await?;
+        }
+        return Ok(Action::await_change());
+    }
+    if app.status.migration_timeout > 0 {
+        let timeout = Timestamp::from_datetime(
+            chrono::DateTime::from_timestamp(app.status.migration_timeout, 0).unwrap_or_default(),
+        );
+        if timeout > now {
+            return Ok(Action::requeue(until(timeout, now)));
+        }
+    }
+    let Some(namespace) = app.metadata.namespace.as_deref() else {
+        return Ok(Action::await_change());
+    };
+    if app.status.state == ApplicationState::WaitingForClusterCreation
+        && let Some(name) = app.status.auto_cluster_create_started.as_deref()
+    {
+        match cx.candidates.clusters.get(Some(namespace), name) {
+            Some(cluster) if cluster.metadata.is_deleted() => {}
+            Some(cluster) if cluster.status.state != ClusterState::Online => {
+                return Ok(Action::requeue(CLUSTER_CREATION_POLL));
+            }
+            Some(cluster) => {
+                let target = reference(cluster.as_ref());
+                bind(&app, &cx, target).await?;
+                return Ok(Action::requeue(cx.config.reschedule_after));
+            }
+            None => {}
+        }
+    }
+    let snapshot = cx.candidates.snapshot(namespace).await;
+    let decision = decide(
+        &app,
+        &snapshot.clusters,
+        &snapshot.clouds,
+        cx.config.stickiness,
+        cx.config.reschedule_after,
+        now,
+    );
+    match decision {
+        Some(Decision::Keep(_)) => keep(&app, &cx).await?,
+        Some(Decision::Bind(target)) => bind(&app, &cx, target).await?,
+        Some(Decision::CreateOn(cloud)) => return create_cluster(&app, &cx, cloud).await,
+        None => {
+            return failed(
+                &app,
+                &cx,
+                Reason::new(
+                    ReasonCode::NoSuitableResource,
+                    "No matching Kubernetes cluster found",
+                ),
+            )
+            .await;
+        }
+    }
+    Ok(Action::requeue(cx.config.reschedule_after))
+}
+
+fn apps(app: &Application, cx: &Context) -> Api<Application> {
+    match app.metadata.namespace.as_deref() {
+        Some(namespace) => Api::namespaced(cx.client.clone(), namespace),
+        None => Api::all(cx.client.clone()),
+    }
+}
+
+/// Whether the spec changed since the Kubernetes controller was last
+/// triggered.
+fn needs_hand_off(app: &Application) -> bool {
+    let triggered = app.status.kube_controller_triggered;
+    triggered.is_none() || triggered < app.metadata.modified
+}
+
+/// A successfully placed application: no reason, retries reset, out of
+/// DEGRADED and WAITING_FOR_CLUSTER_CREATION.
+fn settle(status: &mut ApplicationStatus, backoff_limit: i64) {
+    if matches!(
+        status.state,
+        ApplicationState::Degraded | ApplicationState::WaitingForClusterCreation
+    ) {
+        status.state = ApplicationState::Pending;
+        status.scheduled_retry = None;
+    }
+    status.reason = None;
+    // `None` (never failed) needs no reset, and no write.
+    if status.retries.is_some() {
+        status.retries = Some(backoff_limit);
+    }
+    status.auto_cluster_create_started = None;
+}
+
+/// Writes `updated`'s status if it differs from `app`'s.
+async fn write_status(
+    app: &Application,
+    updated: &Application,
+    cx: &Context,
+) -> Result<(), SchedulerError> {
+    if updated.status != app.status {
+        apps(app, cx).status(updated).await?;
+    }
+    Ok(())
+}
+
+/// The application stays where it is: hands a changed spec to the
+/// Kubernetes controller and settles the status.
+async fn keep(app: &Application, cx: &Context) -> Result<(), SchedulerError> {
+    let mut updated = app.clone();
+    if needs_hand_off(app) {
+        updated.status.kube_controller_triggered = Some(Timestamp::now());
+    }
+    settle(&mut updated.status, app.spec.backoff_limit);
+    write_status(app, &updated, cx).await
+}
+
+async fn bind(app: &Application, cx: &Context, cluster: ResourceRef) -> Result<(), SchedulerError> {
+    tracing::info!(
+        namespace = app.metadata.namespace.as_deref().unwrap_or(""),
+        application = %app.metadata.name,
+        cluster = %cluster.name,
+        from = app.status.scheduled_to.as_ref().map(|c| c.name.as_str()).unwrap_or(""),
+        "binding application"
+    );
+    let bound = apps(app, cx)
+        .binding(&app.metadata.name, &ClusterBinding::new(cluster))
+        .await?;
+    let mut updated = bound.clone();
+    settle(&mut updated.status, app.spec.backoff_limit);
+    write_status(&bound, &updated, cx).await
+}
+
+/// A scheduling failure: DEGRADED with a retry time while retries are left,
+/// else FAILED.
+pub(crate) async fn failed(
+    app: &Application,
+    cx: &Context,
+    reason: Reason,
+) -> Result<Action, SchedulerError> {
+    let limit = app.spec.backoff_limit;
+    let retries = app.status.retries.unwrap_or(limit);
+    let mut updated = app.clone();
+    updated.status.reason = Some(reason.clone());
+    let action = if limit < 0 || retries > 0 {
+        let delay = Duration::from_secs(
+            u64::try_from(app.spec.backoff_delay.saturating_mul(app.spec.backoff))
+                .unwrap_or(1)
+                .max(1),
+        );
+        updated.status.retries = Some(if limit > 0 { retries - 1 } else { retries });
+        updated.status.state = ApplicationState::Degraded;
+        updated.status.scheduled_retry =
+            Some(Timestamp::now() + chrono::TimeDelta::from_std(delay).unwrap_or_default());
+        Action::requeue(delay)
+    } else {
+        updated.status.retries = Some(0);
+        updated.status.state = ApplicationState::Failed;
+        updated.status.scheduled_retry = None;
+        Action::await_change()
+    };
+    tracing::warn!(
+        namespace = app.metadata.namespace.as_deref().unwrap_or(""),
+        application = %app.metadata.name,
+        state = ?updated.status.state,
+        reason = %reason.message,
+        "cannot schedule application"
+    );
+    apps(app, cx).status(&updated).await?;
+    Ok(action)
+}
+
+/// Creates a cluster on `cloud` for `app` and makes it wait for it.
+async fn create_cluster(
+    app: &Application,
+    cx: &Context,
+    cloud: ResourceRef,
+) -> Result<Action, SchedulerError> {
+    let Some(tosca) = cx.config.cluster_tosca.clone() else {
+        return failed(
+            app,
+            cx,
+            Reason::new(
+                ReasonCode::NoSuitableResource,
+                "No matching Kubernetes cluster found, and automatic cluster creation is not configured",
+            ),
+        )
+        .await;
+    };
+    let Some(namespace) = app.metadata.namespace.clone() else {
+        return Ok(Action::await_change());
+    };
+    let constraints = &app.spec.constraints.cluster;
+    let clusters: Api<Cluster> = Api::namespaced(cx.client.clone(), &namespace);
+    let mut created = None;
+    for _ in 0..3 {
+        let mut metadata = Metadata::namespaced(
+            namespace.clone(),
+            format!("cluster-{}", fastrand::u32(1000..10000)),
+        );
+        metadata.inherit_labels = true;
+        let spec = ClusterSpec {
+            kubeconfig: Default::default(),
+            tosca: tosca.clone(),
+            custom_resources: Vec::new(),
+            constraints: ClusterCloudConstraints {
+                cloud: CloudConstraints {
+                    labels: constraints.labels.clone(),
+                    metrics: constraints.metrics.clone(),
+                },
+            },
+            metrics: Vec::new(),
+            inherit_metrics: true,
+            backoff: 1,
+            backoff_delay: 1,
+            backoff_limit: -1,
+            auto_generated: true,
+        };
+        match clusters.create(&Cluster::new(metadata, spec)).await {
+            Ok(cluster) => {
+                created = Some(cluster);
+                break;
+            }
+            Err(err) if err.is_conflict() => continue,
+            Err(err) => return Err(err.into()),
+        }
+    }
+    let Some(cluster) = created else {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    };
+    tracing::info!(
+        namespace = %namespace,
+        application = %app.metadata.name,
+        cluster = %cluster.metadata.name,
+        cloud = %cloud.name,
+        "creating a cluster for application"
+    );
+    clusters
+        .binding(&cluster.metadata.name, &CloudBinding::new(cloud))
+        .await?;
+    let mut updated = app.clone();
+    updated.status.auto_cluster_create_started = Some(cluster.metadata.name.clone());
+    updated.status.state = ApplicationState::WaitingForClusterCreation;
+    updated.status.reason = None;
+    apps(app, cx).status(&updated).await?;
+    Ok(Action::requeue(CLUSTER_CREATION_POLL))
+}
