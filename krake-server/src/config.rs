@@ -338,7 +338,14 @@ pub fn parse_yaml<T: serde::de::DeserializeOwned + Default>(text: &str) -> Resul
         Value::Null => return Ok(T::default()),
         other => normalize_keys(other),
     };
-    serde_json::from_value(value).map_err(|err| err.to_string())
+    serde_path_to_error::deserialize(value).map_err(|err| {
+        let path = err.path().to_string();
+        if path == "." || path.is_empty() {
+            err.into_inner().to_string()
+        } else {
+            format!("{path}: {}", err.into_inner())
+        }
+    })
 }
 
 /// `text` on one line.
@@ -349,27 +356,13 @@ pub fn one_line(text: &str) -> String {
 impl FileConfig {
     /// Reads a YAML configuration file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::parse(&text).map_err(|message| ConfigError::Invalid {
-            path: path.to_owned(),
-            message,
-        })
+        load_yaml(path)
     }
 
     /// Parses YAML text.
+    #[cfg(test)]
     pub fn parse(text: &str) -> Result<Self, String> {
-        if text.trim().is_empty() {
-            return Ok(Self::default());
-        }
-        let value: Value = serde_saphyr::from_str(text).map_err(|err| err.to_string())?;
-        let value = match value {
-            Value::Null => return Ok(Self::default()),
-            other => normalize_keys(other),
-        };
-        serde_json::from_value(value).map_err(|err| err.to_string())
+        parse_yaml(text)
     }
 }
 
