@@ -190,23 +190,12 @@ pub struct FileConfig {
 #[serde(default)]
 pub struct ControllersSection {
     /// The garbage collector.
-    pub gc: ControllerSection,
+    pub gc: ControllerSettings,
     /// The scheduler.
-    pub scheduler: ControllerSection,
+    pub scheduler: ControllerSettings,
     /// Active-passive replicas of krake-server (each controller elects its
     /// own leader through a Lease).
     pub leader_election: LeaderElectionSection,
-}
-
-/// One in-process controller: whether it runs, and its Krake settings.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct ControllerSection {
-    /// Run it (default true).
-    pub enabled: Option<bool>,
-    /// The controller's own keys (`worker_count`, the scheduler's keys).
-    #[serde(flatten)]
-    pub settings: ControllerSettings,
 }
 
 /// The settings of one controller, as Krake's controller files name them
@@ -214,6 +203,8 @@ pub struct ControllerSection {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct ControllerSettings {
+    /// In `controllers` of krake-server's file: run it (default true).
+    pub enabled: Option<bool>,
     /// How many objects are handled at once (default 5).
     pub worker_count: Option<usize>,
     /// Krake's debounce of the work queue, in seconds (accepted; krake-rs
@@ -291,8 +282,8 @@ pub struct ControllerFileConfig {
     pub tls: ClientTlsSection,
     /// Beyond Krake: a bearer token for the API.
     pub token: Option<String>,
-    /// The controller's keys.
-    #[serde(flatten)]
+    /// The controller's keys (read from the same mapping).
+    #[serde(skip)]
     pub settings: ControllerSettings,
     /// Beyond Krake: leader election.
     pub leader_election: LeaderElectionSection,
@@ -326,6 +317,15 @@ pub fn load_yaml<T: serde::de::DeserializeOwned + Default>(path: &Path) -> Resul
         path: path.to_owned(),
         message,
     })
+}
+
+impl ControllerFileConfig {
+    /// Reads a controller's configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let mut config: ControllerFileConfig = load_yaml(path)?;
+        config.settings = load_yaml(path)?;
+        Ok(config)
+    }
 }
 
 /// Parses YAML text into `T` (see [`load_yaml`]).
@@ -390,6 +390,27 @@ mod tests {
         assert!(config.authentication.strategy.static_user.enabled);
         assert_eq!(config.authorization.as_deref(), Some("always-allow"));
         assert_eq!(config.log.level.as_deref(), Some("INFO"));
+    }
+
+    #[test]
+    fn reads_the_controllers_and_names_bad_keys() {
+        let config = FileConfig::parse(
+            "controllers:\n  gc: {enabled: false, worker_count: 2}\n  scheduler:\n    worker_count: 3\n    \
+             reschedule_after: 60\n    stickiness: 0.1\n    automatic_cluster_creation: {tosca_file: null, deletion_retention: 600}\n    \
+             metrics_providers: {timeout: 20, cache_ttl: 5}\n  leader_election: {enabled: true, namespace: ha}\n",
+        )
+        .unwrap();
+        assert_eq!(config.controllers.gc.enabled, Some(false));
+        assert_eq!(config.controllers.gc.worker_count, Some(2));
+        assert_eq!(config.controllers.scheduler.stickiness, Some(0.1));
+        assert_eq!(
+            config.controllers.leader_election.namespace.as_deref(),
+            Some("ha")
+        );
+        let err = FileConfig::parse("controllers:\n  gc: {worker_count: zero}\n").unwrap_err();
+        assert!(err.starts_with("controllers.gc.worker_count: "), "{err}");
+        let err = parse_yaml::<ControllerSettings>("worker_count: zero\n").unwrap_err();
+        assert!(err.starts_with("worker_count: "), "{err}");
     }
 
     #[test]

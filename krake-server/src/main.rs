@@ -437,7 +437,7 @@ fn settings(cli: Cli) -> Result<Settings, ConfigError> {
     ] {
         let name = format!("controllers.{}", kind.name());
         if !off && enabled.or(section.enabled).unwrap_or(true) {
-            controllers.push(controllers::spec(kind, &section.settings, &name)?);
+            controllers.push(controllers::spec(kind, section, &name)?);
         }
     }
     let election = election(
@@ -505,12 +505,18 @@ fn controller_settings(
 ) -> Result<ControllerRun, ConfigError> {
     let kind = args.controller;
     let (file, file_name): (ControllerFileConfig, String) = match &args.config {
-        Some(path) => (config::load_yaml(path)?, path.display().to_string()),
+        Some(path) => (
+            ControllerFileConfig::load(path)?,
+            path.display().to_string(),
+        ),
         None => {
             let local = PathBuf::from(kind.file_name());
             let system = PathBuf::from("/etc/krake").join(kind.file_name());
             match [local, system].into_iter().find(|path| path.is_file()) {
-                Some(path) => (config::load_yaml(&path)?, path.display().to_string()),
+                Some(path) => (
+                    ControllerFileConfig::load(&path)?,
+                    path.display().to_string(),
+                ),
                 None => (ControllerFileConfig::default(), kind.file_name().to_owned()),
             }
         }
@@ -522,6 +528,11 @@ fn controller_settings(
     let creation = &mut settings.automatic_cluster_creation;
     creation.tosca_file = args.tosca_file.clone().or(creation.tosca_file.take());
     creation.deletion_retention = args.deletion_retention.or(creation.deletion_retention);
+    if settings.enabled.is_some() {
+        return Err(ConfigError::Unsupported(format!(
+            "{file_name}: enabled is a key of krake-server's controllers section, not of a controller's file"
+        )));
+    }
     let spec = controllers::spec(kind, &settings, &file_name)?;
     let tls_flags = args.tls_client_ca.is_some()
         || args.tls_client_cert.is_some()
@@ -1074,6 +1085,89 @@ mod tests {
             s.store,
             StoreChoice::Etcd(vec!["http://a:1".into(), "http://b:2".into()])
         );
+    }
+
+    #[test]
+    fn controllers_run_unless_switched_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("api.yaml");
+        std::fs::write(&file, "controllers: {scheduler: {worker_count: 2}}\n").unwrap();
+        let path = file.to_str().unwrap();
+        let kinds = |s: &Settings| s.controllers.iter().map(|c| c.kind()).collect::<Vec<_>>();
+        let s = parse(&["--config", path]).unwrap();
+        assert_eq!(kinds(&s), [ControllerKind::Gc, ControllerKind::Scheduler]);
+        assert!(s.election.is_none());
+        let s = parse(&["--config", path, "--no-gc"]).unwrap();
+        assert_eq!(kinds(&s), [ControllerKind::Scheduler]);
+        let s = parse(&[
+            "--config",
+            path,
+            "--scheduler-enabled",
+            "false",
+            "--leader-elect",
+        ])
+        .unwrap();
+        assert_eq!(kinds(&s), [ControllerKind::Gc]);
+        assert_eq!(s.election.unwrap().namespace, "system");
+        let s = parse(&["--config", path, "--no-gc", "--no-scheduler"]).unwrap();
+        assert!(s.controllers.is_empty());
+    }
+
+    #[test]
+    fn controller_flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("scheduler.yaml");
+        std::fs::write(
+            &file,
+            "api_endpoint: http://api:8080\nworker_count: 4\nreschedule_after: 30\n\
+             tls: {enabled: true, client_ca: ca.pem, client_cert: s.pem, client_key: s-key.pem}\n\
+             leader_election: {enabled: true}\n",
+        )
+        .unwrap();
+        let parse = |args: &[&str]| {
+            let mut argv = vec![
+                "krake-server",
+                "controller",
+                "scheduler",
+                "-c",
+                file.to_str().unwrap(),
+            ];
+            argv.extend_from_slice(args);
+            let Some(Command::Controller(args)) = Cli::parse_from(argv).command else {
+                panic!("not the controller command");
+            };
+            controller_settings(*args, None, LogFormat::Text)
+        };
+        let run = parse(&[]).unwrap();
+        assert_eq!(run.api, "https://api:8080", "TLS means https, as in Krake");
+        let ControllerSpec::Scheduler(config) = &run.spec else {
+            panic!("not the scheduler");
+        };
+        assert_eq!(config.workers, 4);
+        assert_eq!(config.reschedule_after, Duration::from_secs(30));
+        let election = run.election.unwrap();
+        assert_eq!(
+            election.lease(ControllerKind::Scheduler).name,
+            "krake-scheduler"
+        );
+        let run = parse(&[
+            "--api",
+            "https://other:1",
+            "--worker-count",
+            "9",
+            "--tls-client-cert",
+            "x.pem",
+        ])
+        .unwrap();
+        assert_eq!(run.api, "https://other:1");
+        assert_eq!(run.tls.unwrap().client_cert, Some(PathBuf::from("x.pem")));
+        let ControllerSpec::Scheduler(config) = &run.spec else {
+            panic!("not the scheduler");
+        };
+        assert_eq!(config.workers, 9);
+        let run = parse(&["--tls-enabled", "false", "--api", "http://plain:1"]).unwrap();
+        assert!(run.tls.is_none());
+        assert_eq!(run.api, "http://plain:1");
     }
 
     #[test]

@@ -703,7 +703,7 @@ async fn cascade(http: &reqwest::Client, url: &str) {
         "metadata": {"name": "c1", "owners": [
             {"api": "infrastructure", "kind": "Cloud", "namespace": "testing", "name": "os"}
         ]},
-        "spec": {"kubeconfig": kubeconfig()},
+        "spec": {"kubeconfig": kubeconfig(), "constraints": {"cloud": {}}},
     });
     let response = http.post(&clusters).json(&cluster).send().await.unwrap();
     assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
