@@ -1171,6 +1171,24 @@ mod tests {
     }
 
     #[test]
+    fn the_example_controller_files_are_valid() {
+        for (kind, file) in [
+            ("gc", "garbage_collector.yaml"),
+            ("scheduler", "scheduler.yaml"),
+        ] {
+            let path = format!("{}/../config/{file}", env!("CARGO_MANIFEST_DIR"));
+            let cli = Cli::parse_from(["krake-server", "controller", kind, "-c", &path]);
+            let Some(Command::Controller(args)) = cli.command else {
+                panic!("not the controller command");
+            };
+            let run = controller_settings(*args, None, LogFormat::Text).unwrap();
+            assert_eq!(run.api, "http://localhost:8080");
+            assert_eq!(run.spec.kind().name(), kind);
+            assert!(run.election.is_none());
+        }
+    }
+
+    #[test]
     fn unsupported_settings_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("api.yaml");
