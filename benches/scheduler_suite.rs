@@ -28,7 +28,7 @@ use krake_api::testing::TestServer;
 use krake_client::{Api, Client};
 use krake_controller::metrics_provider::{MetricsProviders, ProvidersConfig};
 use krake_controller::scheduler::application::{Decision, decide};
-use krake_controller::scheduler::placement::{Candidate, CandidateKind, MetricValue};
+use krake_controller::scheduler::placement::{Candidate, CandidateKind, CandidateSet, MetricValue};
 use krake_controller::scheduler::{Scheduler, SchedulerConfig};
 use krake_controller::shared::Reflectors;
 use krake_data::kinds::core::{MetricSpec, MetricsProviderSpec};
@@ -175,9 +175,10 @@ async fn run_async(plan: Plan) {
     );
     let providers = MetricsProviders::new(ProvidersConfig::default());
     let start = Instant::now();
-    let clusters = candidates(plan.clusters, &providers).await;
+    let clusters = CandidateSet::new(candidates(plan.clusters, &providers).await);
+    let no_clouds = CandidateSet::default();
     println!(
-        "candidates: {} clusters x 2 metrics built in {:.2} ms",
+        "candidates: {} clusters x 2 metrics built and indexed in {:.2} ms",
         plan.clusters,
         start.elapsed().as_secs_f64() * 1e3
     );
@@ -187,9 +188,14 @@ async fn run_async(plan: Plan) {
     // Every decision must respect the constraints.
     let mut placed = 0;
     for (i, app) in apps.iter().enumerate() {
-        if let Some(Decision::Bind(target)) =
-            decide(app, &clusters, &[], 0.1, Duration::from_secs(60), now)
-        {
+        if let Some(Decision::Bind(target)) = decide(
+            app,
+            &clusters,
+            &no_clouds,
+            0.1,
+            Duration::from_secs(60),
+            now,
+        ) {
             let index: usize = target.name[2..].parse().expect("a cluster index");
             let labels = cluster_labels(index);
             let location = labels["location"].as_str();
@@ -209,7 +215,15 @@ async fn run_async(plan: Plan) {
     assert!(placed > apps.len() / 2, "only {placed} applications placed");
 
     let decisions = measure_over(plan.mode, &apps, |app| {
-        decide(app, &clusters, &[], 0.1, Duration::from_secs(60), now).is_some()
+        decide(
+            app,
+            &clusters,
+            &no_clouds,
+            0.1,
+            Duration::from_secs(60),
+            now,
+        )
+        .is_some()
     });
     let baseline = measure_over(plan.mode, &apps, |app| {
         let labels = app
@@ -220,6 +234,7 @@ async fn run_async(plan: Plan) {
             .as_deref()
             .unwrap_or_default();
         clusters
+            .items()
             .iter()
             .filter(|c| labels.iter().all(|l| l.matches(&c.labels)))
             .count()

@@ -17,8 +17,23 @@
 //! - [`finalizer`]: Krake's finalizer stack; [`timers`]: per-object periodic
 //!   functions (observers); [`leader`]: active-passive replicas through a
 //!   `core/Lease` held in the API; [`metrics`]: Prometheus metrics;
+//! - `metrics_provider` (feature `metrics-providers`): the values of
+//!   Krake's metrics from Prometheus, KSQL, InfluxDB or static providers,
+//!   with a timeout and a single-flight cache;
 //! - `testing` (feature `testing`): a fake API with fault injection and a
-//!   write log.
+//!   write log; a real Prometheus process, an exporter, and fakes of KSQL
+//!   and InfluxDB for metrics providers.
+//!
+//! Krake's own controllers, built on those stages, each behind a cargo
+//! feature (all off by default):
+//!
+//! - `scheduler` (feature `scheduler`): places applications on clusters,
+//!   clusters on clouds and Magnum clusters on projects by labels and live
+//!   metrics;
+//! - `gc` (feature `gc`): the garbage collector, Krake's cascading deletion;
+//! - `metrics_provider` (feature `metrics-providers`, implied by
+//!   `scheduler`): Prometheus, KSQL (Kafka), InfluxDB and static metrics
+//!   providers with a timeout and a short-lived cache.
 //!
 //! Controllers never touch the store: everything goes through the API.
 //!

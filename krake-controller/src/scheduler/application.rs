@@ -50,7 +50,7 @@ use krake_data::{Reason, ReasonCode, ResourceRef, Timestamp};
 
 use crate::action::Action;
 use crate::scheduler::candidates::reference;
-use crate::scheduler::placement::{self, Candidate, CandidateKind};
+use crate::scheduler::placement::{self, Candidate, CandidateKind, CandidateSet};
 use crate::scheduler::{Context, SchedulerError};
 
 /// How often an application waiting for its new cluster looks again (the
@@ -73,17 +73,14 @@ pub enum Decision {
 /// custom schedulers call it directly.
 pub fn decide(
     app: &Application,
-    clusters: &[Candidate],
-    clouds: &[Candidate],
+    clusters: &CandidateSet,
+    clouds: &CandidateSet,
     stickiness: f64,
     reschedule_after: Duration,
     now: Timestamp,
 ) -> Option<Decision> {
     let constraints = &app.spec.constraints.cluster;
-    let mut matching: Vec<&Candidate> = clusters
-        .iter()
-        .filter(|c| placement::cluster_matches(constraints, c))
-        .collect();
+    let mut matching: Vec<&Candidate> = clusters.matching_cluster(constraints).collect();
     let current = app.status.scheduled_to.as_ref();
     if let Some(current) = current
         && matching.iter().any(|c| &c.target == current)
@@ -95,13 +92,11 @@ pub fn decide(
         return Some(Decision::Keep(current.clone()));
     }
     if app.spec.auto_cluster_create {
-        matching.extend(clouds.iter().filter(|c| {
-            placement::cloud_matches(
-                constraints.labels.as_deref(),
-                constraints.metrics.as_deref(),
-                c,
-            )
-        }));
+        matching.extend(
+            clouds
+                .matching_labels(constraints.labels.as_deref())
+                .filter(|c| placement::metrics_match(constraints.metrics.as_deref(), c)),
+        );
     }
     let winner = placement::choose(&matching, current, stickiness, |n| fastrand::usize(..n))?;
     Some(match winner.kind {

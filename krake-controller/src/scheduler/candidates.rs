@@ -22,7 +22,7 @@ use krake_data::metadata::Labels;
 use krake_data::{Resource, ResourceRef};
 
 use crate::scheduler::fetch::{Fetched, MetricFetcher};
-use crate::scheduler::placement::{Candidate, CandidateKind};
+use crate::scheduler::placement::{Candidate, CandidateKind, CandidateSet};
 use crate::store::Store;
 
 /// The candidates of one namespace at one moment.
@@ -32,9 +32,9 @@ pub(crate) struct Snapshot {
     generation: u64,
     /// Clusters of the namespace that are not deleted and ONLINE (or
     /// FAILING_METRICS, ranked without metrics).
-    pub clusters: Vec<Candidate>,
+    pub clusters: CandidateSet,
     /// Namespaced clouds of the namespace, then every global cloud.
-    pub clouds: Vec<Candidate>,
+    pub clouds: CandidateSet,
 }
 
 /// Builds and caches [`Snapshot`]s.
@@ -180,8 +180,8 @@ impl Candidates {
         Snapshot {
             built: Instant::now(),
             generation,
-            clusters,
-            clouds,
+            clusters: CandidateSet::new(clusters),
+            clouds: CandidateSet::new(clouds),
         }
     }
 

@@ -58,15 +58,9 @@ pub(crate) async fn reconcile(
     let matches = |kind: &str| -> Vec<&Candidate> {
         snapshot
             .clouds
-            .iter()
+            .matching_labels(constraints.labels.as_deref())
             .filter(|c| c.target.kind == kind)
-            .filter(|c| {
-                placement::cloud_matches(
-                    constraints.labels.as_deref(),
-                    constraints.metrics.as_deref(),
-                    c,
-                )
-            })
+            .filter(|c| placement::metrics_match(constraints.metrics.as_deref(), c))
             .collect()
     };
     let mut matching = matches("Cloud");

@@ -30,6 +30,9 @@
 //! 0.5); krake-rs does not copy that. A metric the candidate does not have
 //! (or could not fetch) never matches.
 
+use std::collections::HashMap;
+
+use krake_data::constraints::LabelOperator;
 use krake_data::kinds::kubernetes::ClusterConstraints;
 use krake_data::metadata::Labels;
 use krake_data::{LabelConstraint, MetricConstraint, ResourceRef};
@@ -133,6 +136,157 @@ impl Candidate {
     }
 }
 
+/// Candidates with an index of their labels, so that label constraints are
+/// evaluated as set operations (a few bit-set words per constraint) instead
+/// of one label lookup per candidate: the part of a decision that grows
+/// with the number of clusters.
+#[derive(Debug, Clone, Default)]
+pub struct CandidateSet {
+    items: Vec<Candidate>,
+    words: usize,
+    /// Label key, then value, to the candidates with it.
+    by_label: HashMap<String, HashMap<String, Vec<u64>>>,
+    /// Label key to the candidates with any value of it.
+    has_key: HashMap<String, Vec<u64>>,
+}
+
+fn set_bit(bits: &mut [u64], index: usize) {
+    if let Some(word) = bits.get_mut(index / 64) {
+        *word |= 1 << (index % 64);
+    }
+}
+
+impl CandidateSet {
+    /// Indexes `items`.
+    pub fn new(items: Vec<Candidate>) -> Self {
+        let words = items.len().div_ceil(64);
+        let mut by_label: HashMap<String, HashMap<String, Vec<u64>>> = HashMap::new();
+        let mut has_key: HashMap<String, Vec<u64>> = HashMap::new();
+        for (index, candidate) in items.iter().enumerate() {
+            for (key, value) in &candidate.labels {
+                let values = by_label.entry(key.clone()).or_default();
+                set_bit(
+                    values
+                        .entry(value.clone())
+                        .or_insert_with(|| vec![0; words]),
+                    index,
+                );
+                set_bit(
+                    has_key.entry(key.clone()).or_insert_with(|| vec![0; words]),
+                    index,
+                );
+            }
+        }
+        CandidateSet {
+            items,
+            words,
+            by_label,
+            has_key,
+        }
+    }
+
+    /// The candidates, in the order given.
+    pub fn items(&self) -> &[Candidate] {
+        &self.items
+    }
+
+    /// How many candidates there are.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// ORs the candidates labelled `key=value` for each of `values` into `out`.
+    fn union_into(&self, key: &str, values: &[String], out: &mut [u64]) {
+        let Some(by_value) = self.by_label.get(key) else {
+            return;
+        };
+        for value in values {
+            if let Some(bits) = by_value.get(value.as_str()) {
+                for (o, b) in out.iter_mut().zip(bits) {
+                    *o |= b;
+                }
+            }
+        }
+    }
+
+    /// The candidates whose labels satisfy every constraint (none: all), in
+    /// order. Same semantics as [`LabelConstraint::matches`]: a missing label
+    /// never matches.
+    pub fn matching_labels<'a>(
+        &'a self,
+        constraints: Option<&[LabelConstraint]>,
+    ) -> impl Iterator<Item = &'a Candidate> + 'a {
+        let mut selected = vec![u64::MAX; self.words];
+        if let Some(last) = selected.last_mut()
+            && self.items.len() % 64 != 0
+        {
+            *last = (1u64 << (self.items.len() % 64)) - 1;
+        }
+        let mut scratch = vec![0u64; self.words];
+        for constraint in constraints.unwrap_or_default() {
+            scratch.iter_mut().for_each(|w| *w = 0);
+            let key = constraint.key();
+            let negated = match constraint.operator() {
+                LabelOperator::Equal(_) | LabelOperator::In(_) => false,
+                LabelOperator::NotEqual(_) | LabelOperator::NotIn(_) => true,
+            };
+            self.union_into(key, constraint.operator().values(), &mut scratch);
+            if negated {
+                match self.has_key.get(key) {
+                    Some(has) => {
+                        for ((s, h), o) in selected.iter_mut().zip(has).zip(&scratch) {
+                            *s &= h & !o;
+                        }
+                    }
+                    None => selected.iter_mut().for_each(|w| *w = 0),
+                }
+            } else {
+                for (s, o) in selected.iter_mut().zip(&scratch) {
+                    *s &= o;
+                }
+            }
+        }
+        selected
+            .into_iter()
+            .enumerate()
+            .flat_map(|(word_index, word)| {
+                let mut word = word;
+                std::iter::from_fn(move || {
+                    if word == 0 {
+                        return None;
+                    }
+                    let bit = word.trailing_zeros() as usize;
+                    word &= word - 1;
+                    Some(word_index * 64 + bit)
+                })
+            })
+            .filter_map(|index| self.items.get(index))
+    }
+
+    /// The candidates satisfying an application's cluster constraints.
+    pub fn matching_cluster<'a>(
+        &'a self,
+        constraints: &'a ClusterConstraints,
+    ) -> impl Iterator<Item = &'a Candidate> + 'a {
+        self.matching_labels(constraints.labels.as_deref())
+            .filter(move |c| cluster_matches_except_labels(constraints, c))
+    }
+}
+
+/// Custom resources and metrics of [`cluster_matches`].
+fn cluster_matches_except_labels(constraints: &ClusterConstraints, candidate: &Candidate) -> bool {
+    constraints
+        .custom_resources
+        .iter()
+        .all(|required| candidate.custom_resources.iter().any(|c| c == required))
+        && metrics_match(constraints.metrics.as_deref(), candidate)
+}
+
 /// True when every label constraint matches `labels` (none: matches).
 pub fn labels_match(constraints: Option<&[LabelConstraint]>, labels: &Labels) -> bool {
     constraints
@@ -153,11 +307,7 @@ pub fn metrics_match(constraints: Option<&[MetricConstraint]>, candidate: &Candi
 /// constraints: labels, custom resources and metrics.
 pub fn cluster_matches(constraints: &ClusterConstraints, candidate: &Candidate) -> bool {
     labels_match(constraints.labels.as_deref(), &candidate.labels)
-        && constraints
-            .custom_resources
-            .iter()
-            .all(|required| candidate.custom_resources.iter().any(|c| c == required))
-        && metrics_match(constraints.metrics.as_deref(), candidate)
+        && cluster_matches_except_labels(constraints, candidate)
 }
 
 /// True when a cloud candidate satisfies label and metric constraints
@@ -335,6 +485,51 @@ mod tests {
         assert!(!metrics_match(Some(&lt("m0 < 1")), &c));
         assert!(!metrics_match(Some(&lt("missing > 0")), &c));
         assert!(metrics_match(None, &c));
+    }
+
+    #[test]
+    fn the_label_index_agrees_with_matching_one_by_one() {
+        let locations = ["DE", "FR", "IT"];
+        let items: Vec<Candidate> = (0..130)
+            .map(|i| {
+                let mut c = cluster(&format!("c{i}"), &[]);
+                if i % 7 != 0 {
+                    c.labels.insert("location".into(), locations[i % 3].into());
+                }
+                if i % 2 == 0 {
+                    c.labels.insert("tier".into(), "gold".into());
+                }
+                c
+            })
+            .collect();
+        let set = CandidateSet::new(items.clone());
+        for texts in [
+            vec![],
+            vec!["location is DE"],
+            vec!["location != DE"],
+            vec!["location in (DE, IT)"],
+            vec!["location not in (DE, IT)"],
+            vec!["location not in (DE, IT)", "tier = gold"],
+            vec!["missing != x"],
+            vec!["tier is not gold"],
+            vec!["location is Mars"],
+        ] {
+            let constraints: Vec<LabelConstraint> = texts
+                .iter()
+                .map(|t| LabelConstraint::parse(t).unwrap())
+                .collect();
+            let indexed: Vec<&str> = set
+                .matching_labels(Some(&constraints))
+                .map(|c| c.target.name.as_str())
+                .collect();
+            let direct: Vec<&str> = items
+                .iter()
+                .filter(|c| labels_match(Some(&constraints), &c.labels))
+                .map(|c| c.target.name.as_str())
+                .collect();
+            assert_eq!(indexed, direct, "{texts:?}");
+        }
+        assert_eq!(set.matching_labels(None).count(), 130);
     }
 
     #[test]
