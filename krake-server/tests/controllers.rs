@@ -427,6 +427,7 @@ async fn split_gc_connects_with_a_client_certificate_and_stops_on_sigterm() {
             "2",
             "--metrics-address",
             &metrics_address,
+            "--leader-elect",
         ],
     );
     // http:// becomes https:// with TLS, as in Krake.
@@ -444,6 +445,9 @@ async fn split_gc_connects_with_a_client_certificate_and_stops_on_sigterm() {
         Duration::from_secs(10),
     )
     .await;
+    // Krake's role:gc (config/base_roles.yaml) lets it hold its lease.
+    gc.wait_log(&["leading: this replica works"], Duration::from_secs(20))
+        .await;
     let metrics = reqwest::get(format!("http://{metrics_address}/metrics"))
         .await
         .unwrap()
