@@ -978,7 +978,9 @@ async fn connect(
 
 async fn run(settings: Settings, command: Option<Command>) -> Result<(), ServerError> {
     match command {
-        None | Some(Command::Controller(_)) => serve(settings).await,
+        None => serve(settings).await,
+        // Handled by `main` before the server's settings are read.
+        Some(Command::Controller(_)) => Ok(()),
         Some(Command::Bootstrap { files, force }) => {
             let store = open_store(&settings.store).await?;
             load_manifests(&store, &files, force).await
