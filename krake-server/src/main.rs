@@ -147,7 +147,7 @@ enum Command {
     /// Run one of Krake's controllers alone, against the API at --api
     /// (split deployments). Settings from a YAML file with Krake's keys
     /// (-c, else ./garbage_collector.yaml or ./scheduler.yaml, else
-    /// /etc/krake/<that file>), overridden by flags.
+    /// the same file in /etc/krake), overridden by flags.
     Controller(Box<ControllerArgs>),
 }
 
@@ -210,7 +210,7 @@ struct ControllerArgs {
     /// The Lease's namespace [default: system].
     #[arg(long)]
     lease_namespace: Option<String>,
-    /// The Lease's name [default: krake-<controller>].
+    /// The Lease's name [default: krake-gc or krake-scheduler].
     #[arg(long)]
     lease_name: Option<String>,
     /// Seconds the Lease is held after a renewal [default: 15].
