@@ -114,6 +114,34 @@ impl Authorizer for AlwaysDeny {
     }
 }
 
+/// Allows everything to one user, the
+/// [`InternalUser`](crate::authentication::InternalUser) of the process, and
+/// asks `inner` about everyone else.
+#[derive(Debug, Clone)]
+pub struct AllowInternal {
+    /// The internal user's name.
+    pub user: Arc<str>,
+    /// The authorizer of everyone else.
+    pub inner: Arc<dyn Authorizer>,
+}
+
+impl Authorizer for AllowInternal {
+    fn authorize(&self, user: &User, request: &AccessRequest<'_>) -> Result<Access, ApiError> {
+        if user.name() == &*self.user {
+            return Ok(Access::All);
+        }
+        self.inner.authorize(user, request)
+    }
+
+    fn roles_of(&self, user: &User) -> Option<Vec<String>> {
+        self.inner.roles_of(user)
+    }
+
+    fn generation(&self) -> u64 {
+        self.inner.generation()
+    }
+}
+
 /// Allows everything (Krake's `always-allow`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AlwaysAllow;
@@ -175,6 +203,30 @@ mod tests {
         }
         let err = "rbac".parse::<AuthorizationMode>().unwrap_err();
         assert!(err.contains("\"rbac\""), "{err}");
+    }
+
+    #[test]
+    fn the_internal_user_is_allowed_and_others_asked() {
+        let request = AccessRequest {
+            api: "core",
+            resource: "roles",
+            verb: Verb::Delete,
+            scope: Scope::Global,
+        };
+        let authorizer = AllowInternal {
+            user: Arc::from("system:internal"),
+            inner: Arc::new(AlwaysDeny),
+        };
+        assert_eq!(
+            authorizer
+                .authorize(&User::new("system:internal"), &request)
+                .unwrap(),
+            Access::All
+        );
+        let err = authorizer
+            .authorize(&User::new("system:admin"), &request)
+            .unwrap_err();
+        assert_eq!(err.status(), StatusCode::FORBIDDEN);
     }
 
     #[test]

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use crate::authentication::InternalUser;
+
 /// How requests are authenticated: Krake's `authentication` section.
 ///
 /// The chain, in order: the [`strategy`](Self::strategy) (at most one, as
@@ -20,6 +22,9 @@ pub struct AuthenticationConfig {
     pub token_cache_ttl: Duration,
     /// The timeout of one request to Keystone, Keycloak or the OIDC issuer.
     pub provider_timeout: Duration,
+    /// Beyond Krake: the in-process user of the embedding process's own
+    /// clients, checked before the chain and allowed everything.
+    pub internal_user: Option<InternalUser>,
 }
 
 impl Default for AuthenticationConfig {
@@ -29,6 +34,7 @@ impl Default for AuthenticationConfig {
             strategy: AuthenticationStrategy::None,
             token_cache_ttl: Duration::from_secs(30),
             provider_timeout: Duration::from_secs(10),
+            internal_user: None,
         }
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use krake_store::Store;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{AlwaysAllow, AlwaysDeny, Authorizer};
+use crate::auth::{AllowInternal, AlwaysAllow, AlwaysDeny, Authorizer};
 use crate::authentication::Authenticator;
 use crate::config::ApiConfig;
 use crate::config::AuthorizationMode;
@@ -76,6 +76,13 @@ impl ApiState {
                 authorizer
             }
         });
+        let authorizer: Arc<dyn Authorizer> = match &config.authentication.internal_user {
+            Some(internal) => Arc::new(AllowInternal {
+                user: Arc::from(internal.user()),
+                inner: authorizer,
+            }),
+            None => authorizer,
+        };
         let authenticator = Arc::new(Authenticator::from_config(&config.authentication));
         ApiState {
             inner: Arc::new(Inner {

@@ -180,6 +180,117 @@ pub struct FileConfig {
     pub authorization: Option<String>,
     /// Logging.
     pub log: LogSection,
+    /// Beyond Krake: the controllers run in the server's process.
+    pub controllers: ControllersSection,
+}
+
+/// Beyond Krake: `controllers`, the controllers krake-server runs next to
+/// the API (each through the API over a loopback listener).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ControllersSection {
+    /// The garbage collector.
+    pub gc: ControllerSettings,
+    /// The scheduler.
+    pub scheduler: ControllerSettings,
+    /// Active-passive replicas of krake-server (each controller elects its
+    /// own leader through a Lease).
+    pub leader_election: LeaderElectionSection,
+}
+
+/// The settings of one controller, as Krake's controller files name them
+/// (`garbage_collector.yaml`, `scheduler.yaml`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ControllerSettings {
+    /// In `controllers` of krake-server's file: run it (default true).
+    pub enabled: Option<bool>,
+    /// How many objects are handled at once (default 5).
+    pub worker_count: Option<usize>,
+    /// Krake's debounce of the work queue, in seconds (accepted; krake-rs
+    /// debounces internally).
+    pub debounce: Option<f64>,
+    /// Scheduler: seconds before a scheduled application is scheduled again
+    /// (default 60).
+    pub reschedule_after: Option<f64>,
+    /// Scheduler: the weight of staying on the current cluster (default 0.1).
+    pub stickiness: Option<f64>,
+    /// Scheduler: clusters created for applications that ask for one.
+    pub automatic_cluster_creation: AutomaticClusterCreation,
+    /// Beyond Krake, scheduler: queries to metrics providers.
+    pub metrics_providers: MetricsProvidersSection,
+}
+
+/// Krake's `automatic_cluster_creation`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct AutomaticClusterCreation {
+    /// The TOSCA template (YAML) of created clusters; none: no clusters
+    /// are created.
+    pub tosca_file: Option<PathBuf>,
+    /// Seconds an unused created cluster is kept (default 600).
+    pub deletion_retention: Option<f64>,
+}
+
+/// Beyond Krake: `metrics_providers`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct MetricsProvidersSection {
+    /// Seconds one query may take (default 20).
+    pub timeout: Option<f64>,
+    /// Seconds an answer is reused (default 5).
+    pub cache_ttl: Option<f64>,
+}
+
+/// Beyond Krake: `leader_election`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct LeaderElectionSection {
+    /// Campaign for a Lease and work only while holding it.
+    pub enabled: Option<bool>,
+    /// The Lease's namespace (default `system`).
+    pub namespace: Option<String>,
+    /// The Lease's name (default `krake-<controller>`; only in a
+    /// controller's own file).
+    pub name: Option<String>,
+    /// Seconds the Lease is held after a renewal (default 15).
+    pub lease_duration: Option<f64>,
+}
+
+/// Krake's `tls` section of a controller.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ClientTlsSection {
+    /// Talk HTTPS, with a client certificate.
+    pub enabled: bool,
+    /// The CA of the API's certificate (PEM).
+    pub client_ca: Option<PathBuf>,
+    /// The controller's certificate (PEM).
+    pub client_cert: Option<PathBuf>,
+    /// The controller's private key (PEM).
+    pub client_key: Option<PathBuf>,
+}
+
+/// A controller's own configuration file (Krake's `garbage_collector.yaml`
+/// and `scheduler.yaml`), for `krake-server controller`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ControllerFileConfig {
+    /// The API's URL (Krake's default: `http://localhost:8080`).
+    pub api_endpoint: Option<String>,
+    /// TLS to the API.
+    pub tls: ClientTlsSection,
+    /// Beyond Krake: a bearer token for the API.
+    pub token: Option<String>,
+    /// The controller's keys (read from the same mapping).
+    #[serde(skip)]
+    pub settings: ControllerSettings,
+    /// Beyond Krake: leader election.
+    pub leader_election: LeaderElectionSection,
+    /// Beyond Krake: where to serve the controller's metrics (`host:port`).
+    pub metrics_address: Option<String>,
+    /// Logging.
+    pub log: LogSection,
 }
 
 /// Replaces `-` by `_` in every key, as Krake's loader does (`cors-origin`).
@@ -195,30 +306,63 @@ fn normalize_keys(value: Value) -> Value {
     }
 }
 
+/// Reads a YAML file into `T`: Krake's key spelling (`-` for `_`), an
+/// empty file is the defaults.
+pub fn load_yaml<T: serde::de::DeserializeOwned + Default>(path: &Path) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse_yaml(&text).map_err(|message| ConfigError::Invalid {
+        path: path.to_owned(),
+        message,
+    })
+}
+
+impl ControllerFileConfig {
+    /// Reads a controller's configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let mut config: ControllerFileConfig = load_yaml(path)?;
+        config.settings = load_yaml(path)?;
+        Ok(config)
+    }
+}
+
+/// Parses YAML text into `T` (see [`load_yaml`]).
+pub fn parse_yaml<T: serde::de::DeserializeOwned + Default>(text: &str) -> Result<T, String> {
+    if text.trim().is_empty() {
+        return Ok(T::default());
+    }
+    let value: Value = serde_saphyr::from_str(text).map_err(|err| one_line(&err.to_string()))?;
+    let value = match value {
+        Value::Null => return Ok(T::default()),
+        other => normalize_keys(other),
+    };
+    serde_path_to_error::deserialize(value).map_err(|err| {
+        let path = err.path().to_string();
+        if path == "." || path.is_empty() {
+            err.into_inner().to_string()
+        } else {
+            format!("{path}: {}", err.into_inner())
+        }
+    })
+}
+
+/// `text` on one line.
+pub fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 impl FileConfig {
     /// Reads a YAML configuration file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::parse(&text).map_err(|message| ConfigError::Invalid {
-            path: path.to_owned(),
-            message,
-        })
+        load_yaml(path)
     }
 
     /// Parses YAML text.
+    #[cfg(test)]
     pub fn parse(text: &str) -> Result<Self, String> {
-        if text.trim().is_empty() {
-            return Ok(Self::default());
-        }
-        let value: Value = serde_saphyr::from_str(text).map_err(|err| err.to_string())?;
-        let value = match value {
-            Value::Null => return Ok(Self::default()),
-            other => normalize_keys(other),
-        };
-        serde_json::from_value(value).map_err(|err| err.to_string())
+        parse_yaml(text)
     }
 }
 
@@ -246,6 +390,27 @@ mod tests {
         assert!(config.authentication.strategy.static_user.enabled);
         assert_eq!(config.authorization.as_deref(), Some("always-allow"));
         assert_eq!(config.log.level.as_deref(), Some("INFO"));
+    }
+
+    #[test]
+    fn reads_the_controllers_and_names_bad_keys() {
+        let config = FileConfig::parse(
+            "controllers:\n  gc: {enabled: false, worker_count: 2}\n  scheduler:\n    worker_count: 3\n    \
+             reschedule_after: 60\n    stickiness: 0.1\n    automatic_cluster_creation: {tosca_file: null, deletion_retention: 600}\n    \
+             metrics_providers: {timeout: 20, cache_ttl: 5}\n  leader_election: {enabled: true, namespace: ha}\n",
+        )
+        .unwrap();
+        assert_eq!(config.controllers.gc.enabled, Some(false));
+        assert_eq!(config.controllers.gc.worker_count, Some(2));
+        assert_eq!(config.controllers.scheduler.stickiness, Some(0.1));
+        assert_eq!(
+            config.controllers.leader_election.namespace.as_deref(),
+            Some("ha")
+        );
+        let err = FileConfig::parse("controllers:\n  gc: {worker_count: zero}\n").unwrap_err();
+        assert!(err.starts_with("controllers.gc.worker_count: "), "{err}");
+        let err = parse_yaml::<ControllerSettings>("worker_count: zero\n").unwrap_err();
+        assert!(err.starts_with("worker_count: "), "{err}");
     }
 
     #[test]

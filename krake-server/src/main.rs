@@ -8,8 +8,18 @@
 //! overridden by `KRAKE_*` environment variables, overridden by flags.
 //! SIGTERM or SIGINT stops it gracefully: no new connections, watch streams
 //! end, requests in flight finish.
+//!
+//! It also runs Krake's garbage collector and scheduler in its process
+//! (`controllers` in the file, `--no-gc`, `--no-scheduler`). They reach
+//! the API over HTTP like any client: through a second listener on
+//! `127.0.0.1`, plain HTTP, where they authenticate with a random token
+//! made at start (the in-process user `system:krake-server`), whatever
+//! TLS, authentication and authorization the public listener has.
+//! `krake-server controller <gc|scheduler>` runs one controller alone
+//! against a remote API.
 
 mod config;
+mod controllers;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -29,7 +39,16 @@ use krake_api::{
     OidcConfig, router,
 };
 
-use crate::config::{ConfigError, FileConfig};
+use krake_api::authentication::InternalUser;
+use krake_client::{Client, TlsOptions};
+use krake_controller::metrics::Metrics;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ConfigError, ControllerFileConfig, FileConfig};
+use crate::controllers::{ControllerKind, ControllerSpec, Controllers, Election, error_chain};
+
+/// The in-process user of the server's own controllers.
+const INTERNAL_USER: &str = "system:krake-server";
 
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -83,11 +102,28 @@ struct Cli {
     /// Let unauthenticated requests run as system:anonymous.
     #[arg(long, env = "KRAKE_ALLOW_ANONYMOUS")]
     allow_anonymous: Option<bool>,
+    /// Do not run the garbage collector in the server's process.
+    #[arg(long)]
+    no_gc: bool,
+    /// Do not run the scheduler in the server's process.
+    #[arg(long)]
+    no_scheduler: bool,
+    /// Run the garbage collector in the server's process [default: true].
+    #[arg(long, env = "KRAKE_GC_ENABLED")]
+    gc_enabled: Option<bool>,
+    /// Run the scheduler in the server's process [default: true].
+    #[arg(long, env = "KRAKE_SCHEDULER_ENABLED")]
+    scheduler_enabled: Option<bool>,
+    /// In-process controllers work only while this server holds their
+    /// Lease (`system/krake-gc`, `system/krake-scheduler`): for several
+    /// krake-server replicas on one etcd.
+    #[arg(long, env = "KRAKE_LEADER_ELECT")]
+    leader_elect: bool,
     /// Log level: DEBUG, INFO, WARNING, ERROR, or a tracing filter.
-    #[arg(long, env = "KRAKE_LOG_LEVEL")]
+    #[arg(long, env = "KRAKE_LOG_LEVEL", global = true)]
     log_level: Option<String>,
     /// Log format.
-    #[arg(long, env = "KRAKE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, env = "KRAKE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     log_format: LogFormat,
     /// What to do (default: serve the API).
     #[command(subcommand)]
@@ -108,6 +144,81 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Run one of Krake's controllers alone, against the API at --api
+    /// (split deployments). Settings from a YAML file with Krake's keys
+    /// (-c, else ./garbage_collector.yaml or ./scheduler.yaml, else
+    /// the same file in /etc/krake), overridden by flags.
+    Controller(Box<ControllerArgs>),
+}
+
+/// `krake-server controller`.
+#[derive(Debug, clap::Args)]
+struct ControllerArgs {
+    /// Which controller.
+    #[arg(value_enum)]
+    controller: ControllerKind,
+    /// Configuration file (YAML, Krake's controller keys).
+    #[arg(short, long)]
+    config: Option<PathBuf>,
+    /// The API's URL (api_endpoint) [default: http://localhost:8080].
+    #[arg(
+        long = "api",
+        visible_alias = "api-endpoint",
+        env = "KRAKE_API_ENDPOINT"
+    )]
+    api: Option<String>,
+    /// How many objects are handled at once (worker_count) [default: 5].
+    #[arg(long)]
+    worker_count: Option<usize>,
+    /// Talk HTTPS with a client certificate (tls.enabled); implied by the
+    /// --tls-client-* flags.
+    #[arg(long)]
+    tls_enabled: Option<bool>,
+    /// The CA of the API's certificate (tls.client_ca).
+    #[arg(long)]
+    tls_client_ca: Option<PathBuf>,
+    /// The controller's certificate (tls.client_cert).
+    #[arg(long)]
+    tls_client_cert: Option<PathBuf>,
+    /// The controller's private key (tls.client_key).
+    #[arg(long)]
+    tls_client_key: Option<PathBuf>,
+    /// A bearer token for the API (OIDC, Keystone, Keycloak).
+    #[arg(long, env = "KRAKE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Scheduler: seconds before an application is scheduled again.
+    #[arg(long)]
+    reschedule_after: Option<f64>,
+    /// Scheduler: the weight of staying on the current cluster.
+    #[arg(long)]
+    stickiness: Option<f64>,
+    /// Scheduler: the TOSCA template (YAML) of automatically created clusters.
+    #[arg(
+        long = "automatic-cluster-creation-tosca-file",
+        visible_alias = "tosca-file"
+    )]
+    tosca_file: Option<PathBuf>,
+    /// Scheduler: seconds an unused created cluster is kept.
+    #[arg(
+        long = "automatic-cluster-creation-deletion-retention",
+        visible_alias = "deletion-retention"
+    )]
+    deletion_retention: Option<f64>,
+    /// Work only while holding the Lease, so replicas run active-passive.
+    #[arg(long)]
+    leader_elect: bool,
+    /// The Lease's namespace [default: system].
+    #[arg(long)]
+    lease_namespace: Option<String>,
+    /// The Lease's name [default: krake-gc or krake-scheduler].
+    #[arg(long)]
+    lease_name: Option<String>,
+    /// Seconds the Lease is held after a renewal [default: 15].
+    #[arg(long)]
+    lease_duration: Option<f64>,
+    /// Serve the controller's Prometheus metrics at http://ADDRESS/metrics.
+    #[arg(long)]
+    metrics_address: Option<String>,
 }
 
 /// Where the objects are kept.
@@ -125,8 +236,31 @@ struct Settings {
     api: ApiConfig,
     tls: Option<TlsFiles>,
     bootstrap: Vec<PathBuf>,
+    controllers: Vec<ControllerSpec>,
+    election: Option<Election>,
     log_filter: String,
     log_format: LogFormat,
+}
+
+/// Everything `krake-server controller` needs.
+#[derive(Debug)]
+struct ControllerRun {
+    api: String,
+    tls: Option<ClientTls>,
+    token: Option<String>,
+    spec: ControllerSpec,
+    election: Option<Election>,
+    metrics_address: Option<String>,
+    log_filter: String,
+    log_format: LogFormat,
+}
+
+/// The client side of TLS: the API's CA and the controller's certificate.
+#[derive(Debug, Clone)]
+struct ClientTls {
+    client_ca: Option<PathBuf>,
+    client_cert: Option<PathBuf>,
+    client_key: Option<PathBuf>,
 }
 
 /// Why the server stopped.
@@ -158,6 +292,16 @@ enum ServerError {
         #[source]
         source: BootstrapError,
     },
+    #[error("{0}")]
+    Client(String),
+    #[error("{0}")]
+    Leader(#[from] krake_controller::leader::LeaderError),
+    #[error(
+        "the API at {url} refused the controller's credentials ({problem}): check tls.client_cert, tls.client_key and the token"
+    )]
+    Refused { url: String, problem: String },
+    #[error("{0} failed")]
+    Task(String),
 }
 
 fn load_file(cli: &Cli) -> Result<FileConfig, ConfigError> {
@@ -280,14 +424,173 @@ fn settings(cli: Cli) -> Result<Settings, ConfigError> {
         .or(file.log.level)
         .map(|level| python_level_to_filter(&level))
         .unwrap_or_else(|| "info".to_owned());
+    let sections = &file.controllers;
+    let mut controllers = Vec::new();
+    for (kind, section, enabled, off) in [
+        (ControllerKind::Gc, &sections.gc, cli.gc_enabled, cli.no_gc),
+        (
+            ControllerKind::Scheduler,
+            &sections.scheduler,
+            cli.scheduler_enabled,
+            cli.no_scheduler,
+        ),
+    ] {
+        let name = format!("controllers.{}", kind.name());
+        if !off && enabled.or(section.enabled).unwrap_or(true) {
+            controllers.push(controllers::spec(kind, section, &name)?);
+        }
+    }
+    let election = election(
+        cli.leader_elect,
+        &sections.leader_election,
+        None,
+        None,
+        None,
+    )?;
+    if sections.leader_election.name.is_some() {
+        return Err(ConfigError::Unsupported(
+            "controllers.leader_election.name: each in-process controller has its own lease (krake-gc, krake-scheduler)".into(),
+        ));
+    }
+    if let Some(election) = &election {
+        for spec in &controllers {
+            election.validate(spec.kind())?;
+        }
+    }
     Ok(Settings {
         address,
         store,
         api,
         tls,
         bootstrap: cli.bootstrap_files,
+        controllers,
+        election,
         log_filter,
         log_format: cli.log_format,
+    })
+}
+
+/// Leader election settings: flags over the file's `leader_election`.
+fn election(
+    flag: bool,
+    section: &config::LeaderElectionSection,
+    namespace: Option<String>,
+    name: Option<String>,
+    duration: Option<f64>,
+) -> Result<Option<Election>, ConfigError> {
+    if !flag && !section.enabled.unwrap_or(false) {
+        return Ok(None);
+    }
+    let seconds = duration.or(section.lease_duration).unwrap_or(15.0);
+    let lease_duration = Duration::try_from_secs_f64(seconds).map_err(|_| {
+        ConfigError::Unsupported(format!(
+            "leader_election.lease_duration: {seconds} (a number of seconds)"
+        ))
+    })?;
+    Ok(Some(Election {
+        namespace: namespace
+            .or(section.namespace.clone())
+            .unwrap_or_else(|| "system".to_owned()),
+        name: name.or(section.name.clone()),
+        lease_duration,
+    }))
+}
+
+/// The settings of `krake-server controller`: the file (Krake's controller
+/// keys), overridden by flags.
+fn controller_settings(
+    args: ControllerArgs,
+    log_level: Option<String>,
+    log_format: LogFormat,
+) -> Result<ControllerRun, ConfigError> {
+    let kind = args.controller;
+    let (file, file_name): (ControllerFileConfig, String) = match &args.config {
+        Some(path) => (
+            ControllerFileConfig::load(path)?,
+            path.display().to_string(),
+        ),
+        None => {
+            let local = PathBuf::from(kind.file_name());
+            let system = PathBuf::from("/etc/krake").join(kind.file_name());
+            match [local, system].into_iter().find(|path| path.is_file()) {
+                Some(path) => (
+                    ControllerFileConfig::load(&path)?,
+                    path.display().to_string(),
+                ),
+                None => (ControllerFileConfig::default(), kind.file_name().to_owned()),
+            }
+        }
+    };
+    let mut settings = file.settings.clone();
+    settings.worker_count = args.worker_count.or(settings.worker_count);
+    settings.reschedule_after = args.reschedule_after.or(settings.reschedule_after);
+    settings.stickiness = args.stickiness.or(settings.stickiness);
+    let creation = &mut settings.automatic_cluster_creation;
+    creation.tosca_file = args.tosca_file.clone().or(creation.tosca_file.take());
+    creation.deletion_retention = args.deletion_retention.or(creation.deletion_retention);
+    if settings.enabled.is_some() {
+        return Err(ConfigError::Unsupported(format!(
+            "{file_name}: enabled is a key of krake-server's controllers section, not of a controller's file"
+        )));
+    }
+    let spec = controllers::spec(kind, &settings, &file_name)?;
+    let tls_flags = args.tls_client_ca.is_some()
+        || args.tls_client_cert.is_some()
+        || args.tls_client_key.is_some();
+    let tls_enabled = args.tls_enabled.unwrap_or(file.tls.enabled || tls_flags);
+    let tls = tls_enabled.then(|| ClientTls {
+        client_ca: args.tls_client_ca.clone().or(file.tls.client_ca.clone()),
+        client_cert: args
+            .tls_client_cert
+            .clone()
+            .or(file.tls.client_cert.clone()),
+        client_key: args.tls_client_key.clone().or(file.tls.client_key.clone()),
+    });
+    if let Some(tls) = &tls {
+        if tls.client_cert.is_some() != tls.client_key.is_some() {
+            return Err(ConfigError::Unsupported(
+                "tls: client_cert and client_key go together (--tls-client-cert, --tls-client-key)"
+                    .into(),
+            ));
+        }
+    }
+    let mut api = args
+        .api
+        .clone()
+        .or(file.api_endpoint.clone())
+        .unwrap_or_else(|| "http://localhost:8080".to_owned());
+    // Krake's create_endpoint: TLS means https.
+    if tls.is_some() {
+        if let Some(rest) = api.strip_prefix("http://") {
+            api = format!("https://{rest}");
+        }
+    }
+    let election = election(
+        args.leader_elect,
+        &file.leader_election,
+        args.lease_namespace.clone(),
+        args.lease_name.clone(),
+        args.lease_duration,
+    )?;
+    if let Some(election) = &election {
+        election.validate(kind)?;
+    }
+    let log_filter = log_level
+        .or(file.log.level.clone())
+        .map(|level| python_level_to_filter(&level))
+        .unwrap_or_else(|| "info".to_owned());
+    Ok(ControllerRun {
+        api,
+        tls,
+        token: args.token.clone().or(file.token.clone()),
+        spec,
+        election,
+        metrics_address: args
+            .metrics_address
+            .clone()
+            .or(file.metrics_address.clone()),
+        log_filter,
+        log_format,
     })
 }
 
@@ -342,6 +645,7 @@ fn init_logging(filter: &str, format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -363,7 +667,8 @@ async fn open_store(choice: &StoreChoice) -> Result<Arc<dyn Store>, ServerError>
     })
 }
 
-async fn shutdown_signal(state: ApiState) {
+/// Waits for SIGTERM or SIGINT.
+async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -382,8 +687,6 @@ async fn shutdown_signal(state: ApiState) {
         _ = ctrl_c => {}
         _ = terminate => {}
     }
-    tracing::info!("shutting down: no new connections, ending watch streams");
-    state.shutdown();
 }
 
 /// Loads every manifest of `files` into `store`, logging what happened.
@@ -417,7 +720,69 @@ async fn load_manifests(
     Ok(())
 }
 
-async fn serve(settings: Settings) -> Result<(), ServerError> {
+/// `GET /metrics/controllers`: the in-process controllers' metrics.
+fn controller_metrics_route(metrics: &Metrics) -> axum::Router {
+    let metrics = metrics.clone();
+    axum::Router::new().route(
+        "/metrics/controllers",
+        axum::routing::get(move || {
+            let metrics = metrics.clone();
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    metrics.encode(),
+                )
+            }
+        }),
+    )
+}
+
+/// Serves `app` on `listener` (HTTPS with `tls`) until `stop`.
+async fn serve_on(
+    listener: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    app: axum::Router,
+    stop: CancellationToken,
+) -> Result<(), ServerError> {
+    let app = app.into_make_service_with_connect_info::<PeerInfo>();
+    let stopped = async move { stop.cancelled().await };
+    match tls {
+        Some(config) => {
+            axum::serve(TlsListener::new(listener, config), app)
+                .with_graceful_shutdown(stopped)
+                .await
+        }
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stopped)
+                .await
+        }
+    }
+    .map_err(ServerError::Serve)
+}
+
+async fn bind(address: &str) -> Result<tokio::net::TcpListener, ServerError> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|source| ServerError::Listen {
+            address: address.to_owned(),
+            source,
+        })
+}
+
+/// Waits for a server task; a panic is an error.
+async fn joined(
+    what: &str,
+    task: tokio::task::JoinHandle<Result<(), ServerError>>,
+) -> Result<(), ServerError> {
+    task.await
+        .map_err(|err| ServerError::Task(format!("{what}: {err}")))?
+}
+
+async fn serve(mut settings: Settings) -> Result<(), ServerError> {
     let store = open_store(&settings.store).await?;
     load_manifests(&store, &settings.bootstrap, false).await?;
     let tls = settings
@@ -425,42 +790,197 @@ async fn serve(settings: Settings) -> Result<(), ServerError> {
         .as_ref()
         .map(krake_api::tls::server_config)
         .transpose()?;
+    let internal =
+        (!settings.controllers.is_empty()).then(|| InternalUser::generate(INTERNAL_USER));
+    settings.api.authentication.internal_user = internal.clone();
     let state = ApiState::new(store, settings.api);
     if let Some(rbac) = state.rbac() {
         if !rbac.wait_loaded(Duration::from_secs(10)).await {
             tracing::warn!("RBAC roles are not loaded yet; requests get 503 until they are");
         }
     }
-    let app = router(state.clone()).into_make_service_with_connect_info::<PeerInfo>();
-    let listener = tokio::net::TcpListener::bind(&settings.address)
-        .await
-        .map_err(|source| ServerError::Listen {
-            address: settings.address.clone(),
+    let metrics = Metrics::new();
+    let app = router(state.clone()).merge(controller_metrics_route(&metrics));
+    let listener = bind(&settings.address).await?;
+    let local: Option<SocketAddr> = listener.local_addr().ok();
+    let api_stop = CancellationToken::new();
+    let controllers_stop = CancellationToken::new();
+
+    let mut loopback = None;
+    let mut controllers = None;
+    if let Some(internal) = &internal {
+        // The controllers' own way in: plain HTTP on loopback, the same
+        // router; only the token makes a request the internal user's.
+        let inner = bind("127.0.0.1:0").await?;
+        let inner_address = inner.local_addr().map_err(|source| ServerError::Listen {
+            address: "127.0.0.1:0".to_owned(),
             source,
         })?;
-    let local: Option<SocketAddr> = listener.local_addr().ok();
-    match tls {
-        Some(config) => {
-            tracing::info!(address = ?local, "krake-server listening (HTTPS)");
-            axum::serve(TlsListener::new(listener, config), app)
-                .with_graceful_shutdown(shutdown_signal(state))
-                .await
-        }
-        None => {
-            tracing::info!(address = ?local, "krake-server listening");
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown_signal(state))
-                .await
+        tracing::info!(address = %inner_address, "controllers reach the API on a loopback listener");
+        loopback = Some(tokio::spawn(serve_on(
+            inner,
+            None,
+            app.clone(),
+            api_stop.clone(),
+        )));
+        let client = Client::builder(format!("http://{inner_address}"))
+            .bearer_token(internal.token())
+            .build()
+            .map_err(|err| ServerError::Client(error_chain(&err)))?;
+        let prepared = Controllers::new(
+            client,
+            std::mem::take(&mut settings.controllers),
+            settings.election.as_ref(),
+            metrics.clone(),
+        )?;
+        controllers = Some(tokio::spawn(prepared.run(controllers_stop.clone())));
+    }
+    match &tls {
+        Some(_) => tracing::info!(address = ?local, "krake-server listening (HTTPS)"),
+        None => tracing::info!(address = ?local, "krake-server listening"),
+    }
+    let mut public = tokio::spawn(serve_on(listener, tls, app, api_stop.clone()));
+    let early = tokio::select! {
+        () = shutdown_signal() => None,
+        result = &mut public => Some(result),
+    };
+    tracing::info!(
+        "shutting down: controllers first, then the API (no new connections, ending watch streams)"
+    );
+    controllers_stop.cancel();
+    if let Some(controllers) = controllers {
+        if let Err(err) = controllers.await {
+            tracing::error!(error = %err, "the controllers failed");
         }
     }
-    .map_err(ServerError::Serve)?;
+    state.shutdown();
+    api_stop.cancel();
+    if let Some(loopback) = loopback {
+        joined("the loopback listener", loopback).await?;
+    }
+    match early {
+        Some(result) => result
+            .map_err(|err| ServerError::Task(format!("the listener: {err}")))
+            .and_then(|served| served)?,
+        None => joined("the listener", public).await?,
+    }
     tracing::info!("krake-server stopped");
     Ok(())
+}
+
+/// `krake-server controller`: one controller against a remote API.
+async fn run_controller(run: ControllerRun) -> Result<(), ServerError> {
+    let kind = run.spec.kind();
+    let mut builder = Client::builder(run.api.clone());
+    if let Some(tls) = &run.tls {
+        let options = TlsOptions::from_files(
+            tls.client_ca.as_deref(),
+            tls.client_cert.as_deref(),
+            tls.client_key.as_deref(),
+        )
+        .map_err(|err| ServerError::Client(error_chain(&err)))?;
+        builder = builder.tls(options);
+    }
+    if let Some(token) = &run.token {
+        builder = builder.bearer_token(token);
+    }
+    let client = builder
+        .build()
+        .map_err(|err| ServerError::Client(error_chain(&err)))?;
+    let metrics = Metrics::new();
+    let stop = CancellationToken::new();
+    let metrics_server = match &run.metrics_address {
+        Some(address) => {
+            let listener = bind(address).await?;
+            tracing::info!(address = ?listener.local_addr().ok(), "serving the controller's metrics at /metrics");
+            Some(tokio::spawn(serve_on(
+                listener,
+                None,
+                metrics.router(),
+                stop.clone(),
+            )))
+        }
+        None => None,
+    };
+    let signal = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            shutdown_signal().await;
+            stop.cancel();
+        }
+    });
+    let result = async {
+        if !connect(&client, &run.api, kind, &stop).await? {
+            return Ok(());
+        }
+        let prepared = Controllers::new(client, vec![run.spec], run.election.as_ref(), metrics)?;
+        let controllers_stop = CancellationToken::new();
+        let controllers = tokio::spawn(prepared.run(controllers_stop.clone()));
+        stop.cancelled().await;
+        tracing::info!(controller = kind.name(), "shutting down");
+        controllers_stop.cancel();
+        controllers
+            .await
+            .map_err(|err| ServerError::Task(format!("the controller: {err}")))
+    }
+    .await;
+    stop.cancel();
+    signal.abort();
+    if let Some(server) = metrics_server {
+        joined("the metrics listener", server).await?;
+    }
+    result?;
+    tracing::info!(controller = kind.name(), "stopped");
+    Ok(())
+}
+
+/// Asks the API who this controller is until it answers; `false` if
+/// stopped first. Refused credentials (401) end the controller: trying
+/// again would not help.
+async fn connect(
+    client: &Client,
+    url: &str,
+    kind: ControllerKind,
+    stop: &CancellationToken,
+) -> Result<bool, ServerError> {
+    let mut delay = Duration::from_millis(500);
+    loop {
+        let attempt = tokio::select! {
+            () = stop.cancelled() => return Ok(false),
+            me = client.me() => me,
+        };
+        match attempt {
+            Ok(me) => {
+                tracing::info!(controller = kind.name(), api = url, user = %me.user, "connected to the API");
+                return Ok(true);
+            }
+            Err(krake_client::Error::Api(problem)) if problem.status == 401 => {
+                return Err(ServerError::Refused {
+                    url: url.to_owned(),
+                    problem: problem.to_string(),
+                });
+            }
+            Err(err) => {
+                tracing::warn!(
+                    controller = kind.name(),
+                    "cannot reach the API at {url}: {}; retrying in {delay:?}",
+                    error_chain(&err)
+                );
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return Ok(false),
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
 }
 
 async fn run(settings: Settings, command: Option<Command>) -> Result<(), ServerError> {
     match command {
         None => serve(settings).await,
+        // Handled by `main` before the server's settings are read.
+        Some(Command::Controller(_)) => Ok(()),
         Some(Command::Bootstrap { files, force }) => {
             let store = open_store(&settings.store).await?;
             load_manifests(&store, &files, force).await
@@ -468,17 +988,8 @@ async fn run(settings: Settings, command: Option<Command>) -> Result<(), ServerE
     }
 }
 
-fn main() -> ExitCode {
-    let mut cli = Cli::parse();
-    let command = cli.command.take();
-    let settings = match settings(cli) {
-        Ok(settings) => settings,
-        Err(err) => {
-            eprintln!("krake-server: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    init_logging(&settings.log_filter, settings.log_format);
+/// Runs `future` on a fresh runtime; errors in one line.
+fn block_on(future: impl std::future::Future<Output = Result<(), ServerError>>) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -489,13 +1000,38 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(settings, command)) {
+    match runtime.block_on(future) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("krake-server: {err}");
+            eprintln!("krake-server: {}", config::one_line(&err.to_string()));
             ExitCode::FAILURE
         }
     }
+}
+
+fn main() -> ExitCode {
+    let mut cli = Cli::parse();
+    let command = cli.command.take();
+    if let Some(Command::Controller(args)) = command {
+        let run = match controller_settings(*args, cli.log_level.take(), cli.log_format) {
+            Ok(run) => run,
+            Err(err) => {
+                eprintln!("krake-server: {err}");
+                return ExitCode::FAILURE;
+            }
+        };
+        init_logging(&run.log_filter, run.log_format);
+        return block_on(run_controller(run));
+    }
+    let settings = match settings(cli) {
+        Ok(settings) => settings,
+        Err(err) => {
+            eprintln!("krake-server: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    init_logging(&settings.log_filter, settings.log_format);
+    block_on(run(settings, command))
 }
 
 #[cfg(test)]
@@ -551,6 +1087,107 @@ mod tests {
             s.store,
             StoreChoice::Etcd(vec!["http://a:1".into(), "http://b:2".into()])
         );
+    }
+
+    #[test]
+    fn controllers_run_unless_switched_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("api.yaml");
+        std::fs::write(&file, "controllers: {scheduler: {worker_count: 2}}\n").unwrap();
+        let path = file.to_str().unwrap();
+        let kinds = |s: &Settings| s.controllers.iter().map(|c| c.kind()).collect::<Vec<_>>();
+        let s = parse(&["--config", path]).unwrap();
+        assert_eq!(kinds(&s), [ControllerKind::Gc, ControllerKind::Scheduler]);
+        assert!(s.election.is_none());
+        let s = parse(&["--config", path, "--no-gc"]).unwrap();
+        assert_eq!(kinds(&s), [ControllerKind::Scheduler]);
+        let s = parse(&[
+            "--config",
+            path,
+            "--scheduler-enabled",
+            "false",
+            "--leader-elect",
+        ])
+        .unwrap();
+        assert_eq!(kinds(&s), [ControllerKind::Gc]);
+        assert_eq!(s.election.unwrap().namespace, "system");
+        let s = parse(&["--config", path, "--no-gc", "--no-scheduler"]).unwrap();
+        assert!(s.controllers.is_empty());
+    }
+
+    #[test]
+    fn controller_flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("scheduler.yaml");
+        std::fs::write(
+            &file,
+            "api_endpoint: http://api:8080\nworker_count: 4\nreschedule_after: 30\n\
+             tls: {enabled: true, client_ca: ca.pem, client_cert: s.pem, client_key: s-key.pem}\n\
+             leader_election: {enabled: true}\n",
+        )
+        .unwrap();
+        let parse = |args: &[&str]| {
+            let mut argv = vec![
+                "krake-server",
+                "controller",
+                "scheduler",
+                "-c",
+                file.to_str().unwrap(),
+            ];
+            argv.extend_from_slice(args);
+            let Some(Command::Controller(args)) = Cli::parse_from(argv).command else {
+                panic!("not the controller command");
+            };
+            controller_settings(*args, None, LogFormat::Text)
+        };
+        let run = parse(&[]).unwrap();
+        assert_eq!(run.api, "https://api:8080", "TLS means https, as in Krake");
+        let ControllerSpec::Scheduler(config) = &run.spec else {
+            panic!("not the scheduler");
+        };
+        assert_eq!(config.workers, 4);
+        assert_eq!(config.reschedule_after, Duration::from_secs(30));
+        let election = run.election.unwrap();
+        assert_eq!(
+            election.lease(ControllerKind::Scheduler).name,
+            "krake-scheduler"
+        );
+        let run = parse(&[
+            "--api",
+            "https://other:1",
+            "--worker-count",
+            "9",
+            "--tls-client-cert",
+            "x.pem",
+        ])
+        .unwrap();
+        assert_eq!(run.api, "https://other:1");
+        assert_eq!(run.tls.unwrap().client_cert, Some(PathBuf::from("x.pem")));
+        let ControllerSpec::Scheduler(config) = &run.spec else {
+            panic!("not the scheduler");
+        };
+        assert_eq!(config.workers, 9);
+        let run = parse(&["--tls-enabled", "false", "--api", "http://plain:1"]).unwrap();
+        assert!(run.tls.is_none());
+        assert_eq!(run.api, "http://plain:1");
+    }
+
+    #[test]
+    fn the_example_controller_files_are_valid() {
+        for (kind, file) in [
+            ("gc", "garbage_collector.yaml"),
+            ("scheduler", "scheduler.yaml"),
+        ] {
+            let path = format!("{}/../config/{file}", env!("CARGO_MANIFEST_DIR"));
+            let cli = Cli::parse_from(["krake-server", "controller", kind, "-c", &path]);
+            let Some(Command::Controller(args)) = cli.command else {
+                panic!("not the controller command");
+            };
+            let run = controller_settings(*args, None, LogFormat::Text).unwrap();
+            assert_eq!(run.api, "http://localhost:8080");
+            assert_eq!(run.spec.kind().name(), kind);
+            assert!(run.election.is_none());
+        }
     }
 
     #[test]

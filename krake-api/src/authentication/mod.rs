@@ -16,6 +16,10 @@
 //! are remembered for a short time ([`TokenCache`]), so not every request
 //! costs a round trip; OIDC tokens are verified locally against the
 //! issuer's keys, fetched once and cached.
+//!
+//! Beyond Krake, an [`InternalUser`] (a random per-process token for the
+//! embedding process's own controllers) is checked before the chain; its
+//! user name is reserved: no other way of authenticating may produce it.
 
 mod keycloak;
 mod keystone;
@@ -49,12 +53,66 @@ pub trait TokenVerifier: Send + Sync + std::fmt::Debug + 'static {
     async fn verify(&self, token: &str) -> Result<String, ApiError>;
 }
 
+/// A user that exists only inside one process: the process's own clients
+/// (for example controllers running next to the API) send its random token
+/// (`Authorization: Bearer <token>`), and the API takes them for its user,
+/// before any strategy. The token is made at random and never written
+/// anywhere; its user name is reserved (a certificate, a strategy or a
+/// static user naming it gets 401), and the authorizer allows it everything
+/// ([`AllowInternal`](crate::auth::AllowInternal)).
+#[derive(Clone, PartialEq, Eq)]
+pub struct InternalUser {
+    token: Arc<str>,
+    user: Arc<str>,
+}
+
+impl std::fmt::Debug for InternalUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InternalUser")
+            .field("user", &self.user)
+            .field("token", &"<hidden>")
+            .finish()
+    }
+}
+
+impl InternalUser {
+    /// The user `user` with a fresh random token (256 bits from the
+    /// operating system's generator, through UUID v4).
+    pub fn generate(user: impl Into<Arc<str>>) -> Self {
+        let token = format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
+        InternalUser {
+            token: Arc::from(token),
+            user: user.into(),
+        }
+    }
+
+    /// The token to send as a bearer token.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// The user name.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    fn matches(&self, token: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        bool::from(token.as_bytes().ct_eq(self.token.as_bytes()))
+    }
+}
+
 /// The authentication chain of one API server.
 #[derive(Debug, Clone)]
 pub struct Authenticator {
     static_user: Option<Arc<str>>,
     verifier: Option<Arc<dyn TokenVerifier>>,
     allow_anonymous: bool,
+    internal: Option<InternalUser>,
 }
 
 impl Authenticator {
@@ -77,6 +135,7 @@ impl Authenticator {
             static_user: None,
             verifier: None,
             allow_anonymous: config.allow_anonymous,
+            internal: config.internal_user.clone(),
         };
         let verifier: Result<Arc<dyn TokenVerifier>, reqwest::Error> = match &config.strategy {
             AuthenticationStrategy::None => return authenticator,
@@ -106,12 +165,36 @@ impl Authenticator {
             static_user: None,
             verifier: Some(verifier),
             allow_anonymous,
+            internal: None,
         }
     }
 
     /// The user of a request with these headers, over a connection from
     /// `peer` (when served by [`TlsListener`](crate::tls::TlsListener)).
     pub async fn authenticate(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+        peer: Option<&PeerInfo>,
+    ) -> Result<User, ApiError> {
+        let Some(internal) = &self.internal else {
+            return self.chain(method, headers, peer).await;
+        };
+        if token(headers).is_some_and(|token| internal.matches(token)) {
+            return Ok(User(internal.user.clone()));
+        }
+        let user = self.chain(method, headers, peer).await?;
+        if user.name() == internal.user() {
+            return Err(ApiError::http_detail(
+                StatusCode::UNAUTHORIZED,
+                "This user name is reserved for the server's own controllers.",
+            ));
+        }
+        Ok(user)
+    }
+
+    /// Krake's chain: the strategy, the certificate, anonymous.
+    async fn chain(
         &self,
         method: &Method,
         headers: &HeaderMap,
@@ -254,6 +337,56 @@ mod tests {
             .await
             .unwrap();
         assert!(options.is_anonymous());
+    }
+
+    #[tokio::test]
+    async fn the_internal_token_comes_first_and_its_name_is_reserved() {
+        let internal = InternalUser::generate("system:krake-server");
+        assert_eq!(internal.token().len(), 64);
+        assert!(!format!("{internal:?}").contains(internal.token()));
+        assert_ne!(
+            internal.token(),
+            InternalUser::generate("system:krake-server").token()
+        );
+        let config = AuthenticationConfig {
+            allow_anonymous: true,
+            strategy: AuthenticationStrategy::Static {
+                name: "system".into(),
+            },
+            internal_user: Some(internal.clone()),
+            ..AuthenticationConfig::default()
+        };
+        let chain = Authenticator::from_config(&config);
+        let bearer = headers(&format!("Bearer {}", internal.token()));
+        let user = chain
+            .authenticate(&Method::GET, &bearer, None)
+            .await
+            .unwrap();
+        assert_eq!(user.name(), "system:krake-server");
+        // Without the token (or with another), the chain as usual.
+        for headers in [HeaderMap::new(), headers("Bearer nope")] {
+            let user = chain
+                .authenticate(&Method::GET, &headers, None)
+                .await
+                .unwrap();
+            assert_eq!(user.name(), "system");
+        }
+        // Nobody else may be the internal user.
+        let config = AuthenticationConfig {
+            allow_anonymous: false,
+            internal_user: Some(internal),
+            ..AuthenticationConfig::default()
+        };
+        let chain = Authenticator::from_config(&config);
+        let peer = PeerInfo {
+            remote: "127.0.0.1:1".parse().unwrap(),
+            common_name: Some(Arc::from("system:krake-server")),
+        };
+        let err = chain
+            .authenticate(&Method::GET, &HeaderMap::new(), Some(&peer))
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), StatusCode::UNAUTHORIZED);
     }
 
     #[tokio::test]
