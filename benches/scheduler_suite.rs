@@ -321,23 +321,24 @@ async fn populate(client: &Client, namespace: &str, plan: Plan) {
         .await;
 }
 
-async fn wait_bound(apps: &Api<Application>, count: usize) {
+/// Waits until `count` applications are bound, following them through a
+/// watch (one stream; polling lists would load the server the scheduler
+/// measures against).
+async fn wait_bound(client: &Client, count: usize) {
+    let shutdown = CancellationToken::new();
+    let reflectors = Reflectors::new(client.clone(), shutdown.clone());
+    let apps = reflectors
+        .subscribe::<Application>(Some("bench"), None)
+        .store;
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        let list = apps
-            .list(&Default::default())
-            .await
-            .expect("applications listed");
-        let bound = list
-            .items
-            .iter()
-            .filter(|a| a.status.scheduled_to.is_some())
-            .count();
+        let bound = apps.filter(|a| a.status.scheduled_to.is_some()).len();
         if bound == count {
+            shutdown.cancel();
             return;
         }
         assert!(Instant::now() < deadline, "only {bound} of {count} bound");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -351,8 +352,7 @@ async fn end_to_end(plan: Plan) {
     let start = Instant::now();
     let task =
         tokio::spawn(Scheduler::new(&reflectors, SchedulerConfig::default()).run(shutdown.clone()));
-    let apps: Api<Application> = Api::namespaced(client.clone(), "bench");
-    wait_bound(&apps, plan.e2e_apps).await;
+    wait_bound(&client, plan.e2e_apps).await;
     let scheduled = Throughput {
         operations: plan.e2e_apps as u64,
         elapsed: start.elapsed(),
