@@ -8,7 +8,7 @@
 //!    below.
 //! 3. Candidates: the clusters of the application's namespace only (tenant
 //!    separation), ONLINE, matching the label, custom-resource and metric
-//!    constraints (see [`placement`](super::placement)); with
+//!    constraints (see [`placement`]); with
 //!    `auto_cluster_create`, also the clouds of the namespace and the global
 //!    clouds.
 //! 4. Stickiness shortcut: the current cluster still matches and was chosen

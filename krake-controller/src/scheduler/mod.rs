@@ -13,9 +13,9 @@
 //! - [`magnum`]: Magnum clusters bound to projects.
 //!
 //! [`placement`] is the pure decision (filter and score, Krake's formula)
-//! and [`candidates`](self) the per-namespace snapshot of clusters and clouds
+//! and the private `candidates` module the per-namespace snapshot of clusters and clouds
 //! with their metrics, fetched through
-//! [`MetricsProviders`](crate::metrics_provider::MetricsProviders) and
+//! [`MetricsProviders`] and
 //! reused by every decision until something changes or the provider cache's
 //! TTL passes. Metric failures set the cluster or cloud to FAILING_METRICS
 //! (codes 91 to 94 in `status.metrics_reasons`); a clean fetch sets it back
