@@ -764,3 +764,87 @@ async fn deleting_a_cloud_deletes_its_cluster_split() {
     cascade(&secure.admin(), &secure.url()).await;
     assert!(gc.terminate().success(), "{}", gc.log());
 }
+
+/// Creates an ONLINE cluster and an application matching it, and waits for
+/// the application to be bound (the scheduler).
+async fn placement(http: &reqwest::Client, url: &str) {
+    let clusters = format!("{url}/kubernetes/namespaces/testing/clusters");
+    let apps = format!("{url}/kubernetes/namespaces/testing/applications");
+    let cluster = json!({
+        "metadata": {"name": "de", "labels": {"location": "DE"}},
+        "spec": {"kubeconfig": kubeconfig(), "constraints": {"cloud": {}}},
+    });
+    let response = http.post(&clusters).json(&cluster).send().await.unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    let mut online: Value = response.json().await.unwrap();
+    online["status"]["state"] = json!("ONLINE");
+    let response = http
+        .put(format!("{clusters}/de/status"))
+        .json(&online)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    let app = json!({
+        "metadata": {"name": "echo"},
+        "spec": {
+            "manifest": [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm"}}],
+            "constraints": {"cluster": {"labels": ["location is DE"]}},
+        },
+    });
+    let response = http.post(&apps).json(&app).send().await.unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    let bound: Value = eventually(
+        "the application to be bound",
+        Duration::from_secs(30),
+        || {
+            let request = http.get(format!("{apps}/echo")).send();
+            async move {
+                let app: Value = request.await.ok()?.json().await.ok()?;
+                (!app["status"]["scheduled_to"].is_null()).then_some(app)
+            }
+        },
+    )
+    .await;
+    assert_eq!(bound["status"]["scheduled_to"]["name"], "de");
+    assert!(!bound["status"]["kube_controller_triggered"].is_null());
+}
+
+/// The in-process scheduler of a default `krake-server`, behind TLS and
+/// RBAC, places an application.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_is_placed_in_process() {
+    let secure = Secure::new(true);
+    let server = secure.serve(&[]).await;
+    placement(&secure.admin(), &secure.url()).await;
+    drop(server);
+}
+
+/// The same through `krake-server controller scheduler`, authenticated by
+/// its certificate under Krake's role:scheduler (least privilege).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_is_placed_split() {
+    let secure = Secure::new(true);
+    let _server = secure.serve(&["--no-gc", "--no-scheduler"]).await;
+    let (cert, key) = secure.client_files(&secure.ca, "system:scheduler", "system:scheduler");
+    let mut scheduler = secure.controller(
+        "scheduler",
+        &[
+            "scheduler",
+            "--api",
+            &secure.url(),
+            "--tls-client-ca",
+            &secure.ca_file(),
+            "--tls-client-cert",
+            &cert,
+            "--tls-client-key",
+            &key,
+        ],
+    );
+    scheduler
+        .wait_log(&["connected to the API"], Duration::from_secs(20))
+        .await;
+    placement(&secure.admin(), &secure.url()).await;
+    assert!(!scheduler.log().contains("403"), "{}", scheduler.log());
+    assert!(scheduler.terminate().success(), "{}", scheduler.log());
+}
