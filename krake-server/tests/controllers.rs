@@ -332,6 +332,33 @@ impl Secure {
         server
     }
 
+    /// `krake-server controller <name>` against this server, with a client
+    /// certificate for `system:<name>`, once it says it is connected.
+    async fn connected_controller(&self, name: &str) -> Proc {
+        let user = format!("system:{name}");
+        let (cert, key) = self.client_files(&self.ca, &user, &user);
+        let url = self.url();
+        let ca = self.ca_file();
+        let mut controller = self.controller(
+            name,
+            &[
+                name,
+                "--api",
+                &url,
+                "--tls-client-ca",
+                &ca,
+                "--tls-client-cert",
+                &cert,
+                "--tls-client-key",
+                &key,
+            ],
+        );
+        controller
+            .wait_log(&["connected to the API"], Duration::from_secs(20))
+            .await;
+        controller
+    }
+
     fn controller(&self, name: &str, args: &[&str]) -> Proc {
         let mut command = krake_server();
         command.arg("controller").args(args);
@@ -744,23 +771,7 @@ async fn deleting_a_cloud_deletes_its_cluster_in_process() {
 async fn deleting_a_cloud_deletes_its_cluster_split() {
     let secure = Secure::new(true);
     let _server = secure.serve(&["--no-gc", "--no-scheduler"]).await;
-    let (cert, key) = secure.client_files(&secure.ca, "system:gc", "system:gc");
-    let mut gc = secure.controller(
-        "gc",
-        &[
-            "gc",
-            "--api",
-            &secure.url(),
-            "--tls-client-ca",
-            &secure.ca_file(),
-            "--tls-client-cert",
-            &cert,
-            "--tls-client-key",
-            &key,
-        ],
-    );
-    gc.wait_log(&["connected to the API"], Duration::from_secs(20))
-        .await;
+    let mut gc = secure.connected_controller("gc").await;
     cascade(&secure.admin(), &secure.url()).await;
     assert!(gc.terminate().success(), "{}", gc.log());
 }
@@ -826,24 +837,7 @@ async fn an_application_is_placed_in_process() {
 async fn an_application_is_placed_split() {
     let secure = Secure::new(true);
     let _server = secure.serve(&["--no-gc", "--no-scheduler"]).await;
-    let (cert, key) = secure.client_files(&secure.ca, "system:scheduler", "system:scheduler");
-    let mut scheduler = secure.controller(
-        "scheduler",
-        &[
-            "scheduler",
-            "--api",
-            &secure.url(),
-            "--tls-client-ca",
-            &secure.ca_file(),
-            "--tls-client-cert",
-            &cert,
-            "--tls-client-key",
-            &key,
-        ],
-    );
-    scheduler
-        .wait_log(&["connected to the API"], Duration::from_secs(20))
-        .await;
+    let mut scheduler = secure.connected_controller("scheduler").await;
     placement(&secure.admin(), &secure.url()).await;
     assert!(!scheduler.log().contains("403"), "{}", scheduler.log());
     assert!(scheduler.terminate().success(), "{}", scheduler.log());

@@ -16,9 +16,11 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use krake_client::{Api, Client};
+use krake_data::kinds::core::MetricRef;
 use krake_data::kinds::infrastructure::{Cloud, CloudState, CloudStatus, GlobalCloud};
 use krake_data::kinds::kubernetes::{Cluster, ClusterState};
 use krake_data::metadata::Labels;
+use krake_data::registry::HasStatus;
 use krake_data::{Resource, ResourceRef};
 
 use crate::scheduler::fetch::{Fetched, MetricFetcher};
@@ -223,41 +225,41 @@ impl Candidates {
     async fn cloud_candidate(&self, cloud: AnyCloud) -> Candidate {
         match cloud {
             AnyCloud::Namespaced(cloud) => {
-                let fetched = self
-                    .fetcher
-                    .fetch(cloud.spec.metrics(), cloud.metadata.namespace.as_deref())
-                    .await;
-                if let Some(status) = observed_cloud(&cloud.status, &fetched) {
-                    let mut updated = (*cloud).clone();
-                    updated.status = status;
-                    let api: Api<Cloud> = Api::all(self.client.clone());
-                    write_status(api.status(&updated).await, cloud.as_ref());
-                }
-                candidate(
-                    reference(cloud.as_ref()),
-                    CandidateKind::Cloud,
-                    cloud.metadata.labels.clone(),
-                    Vec::new(),
-                    fetched,
-                )
+                self.observed_cloud(cloud.as_ref(), cloud.spec.metrics())
+                    .await
             }
             AnyCloud::Global(cloud) => {
-                let fetched = self.fetcher.fetch(cloud.spec.metrics(), None).await;
-                if let Some(status) = observed_cloud(&cloud.status, &fetched) {
-                    let mut updated = (*cloud).clone();
-                    updated.status = status;
-                    let api: Api<GlobalCloud> = Api::all(self.client.clone());
-                    write_status(api.status(&updated).await, cloud.as_ref());
-                }
-                candidate(
-                    reference(cloud.as_ref()),
-                    CandidateKind::Cloud,
-                    cloud.metadata.labels.clone(),
-                    Vec::new(),
-                    fetched,
-                )
+                self.observed_cloud(cloud.as_ref(), cloud.spec.metrics())
+                    .await
             }
         }
+    }
+
+    /// Fetches a cloud's metrics, records FAILING_METRICS or ONLINE, and
+    /// makes it a candidate.
+    async fn observed_cloud<K: HasStatus<Status = CloudStatus>>(
+        &self,
+        cloud: &K,
+        metrics: &[MetricRef],
+    ) -> Candidate {
+        let metadata = cloud.metadata();
+        let fetched = self
+            .fetcher
+            .fetch(metrics, metadata.namespace.as_deref())
+            .await;
+        if let Some(status) = observed_cloud(cloud.status(), &fetched) {
+            let mut updated = cloud.clone();
+            *updated.status_mut() = status;
+            let api: Api<K> = Api::all(self.client.clone());
+            write_status(api.status(&updated).await, cloud);
+        }
+        candidate(
+            reference(cloud),
+            CandidateKind::Cloud,
+            metadata.labels.clone(),
+            Vec::new(),
+            fetched,
+        )
     }
 
     /// Sets FAILING_METRICS or back to ONLINE when the fetch says so.
