@@ -68,7 +68,8 @@ pub async fn create(
         ..target
     };
     let key = target.key()?;
-    let revision = match state.store().create(&key, object::encode(&object)?).await {
+    let encoded = object::encode(&object)?;
+    let revision = match state.store().create(&key, encoded.clone()).await {
         Ok(revision) => revision,
         Err(StoreError::AlreadyExists { .. }) => {
             return Err(ApiError::already_exists(
@@ -79,12 +80,31 @@ pub async fn create(
         }
         Err(err) => return Err(err.into()),
     };
-    object::set_resource_version(&mut object, revision);
     if let Some(wanted) = watch::blocking_state(kind, &query) {
+        object::set_resource_version(&mut object, revision);
         let object = watch::wait_for(&state, &target, revision, object, &wanted).await?;
         return Ok(Json(object).into_response());
     }
-    Ok(Json(object).into_response())
+    // The answer is the stored bytes with the revision, not a second
+    // serialization of the object.
+    stored_response(&encoded, revision)
+}
+
+/// An answer of one object: its stored bytes with `resource_version` set.
+fn stored_response(bytes: &[u8], revision: krake_store::Revision) -> Result<Response, ApiError> {
+    let mut body = Vec::with_capacity(bytes.len() + 32);
+    object::StoredObject::parse(bytes)?.write(revision, &mut body);
+    Ok(json_response(body))
+}
+
+/// A `200 application/json` answer of `body`.
+fn json_response(body: Vec<u8>) -> Response {
+    let mut response = Response::new(axum::body::Body::from(body));
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 /// `GET` one object.
@@ -101,7 +121,7 @@ pub async fn read(
         .get(&target.key()?)
         .await?
         .ok_or_else(|| target.not_found())?;
-    Ok(Json(object::decode_kv(&kv)?).into_response())
+    stored_response(&kv.value, kv.mod_revision)
 }
 
 /// `GET` a collection: a list, or a watch with `?watch`.
@@ -184,12 +204,7 @@ pub async fn list(
         stored.write(kv.mod_revision, &mut body);
     }
     body.extend_from_slice(b"]}");
-    let mut response = Response::new(axum::body::Body::from(body));
-    response.headers_mut().insert(
-        axum::http::header::CONTENT_TYPE,
-        axum::http::HeaderValue::from_static("application/json"),
-    );
-    Ok(response)
+    Ok(json_response(body))
 }
 
 /// Copies the fields a `PUT` may change from `body` onto `current`: every
