@@ -141,9 +141,20 @@ async fn run_async(plan: Plan) {
         .tcp_nodelay(true)
         .build()
         .expect("an HTTP client");
-    creates_against_etcd_puts(&plan, &http).await;
-    get_and_list(&plan, &http).await;
-    watch_fan_out(&plan, &http).await;
+    // `cargo bench --bench api -- creates` (or `get`, `watch`) runs one part.
+    let parts: Vec<String> = std::env::args()
+        .filter(|a| ["creates", "get", "watch"].contains(&a.as_str()))
+        .collect();
+    let wanted = |part: &str| parts.is_empty() || parts.iter().any(|p| p == part);
+    if wanted("creates") {
+        creates_against_etcd_puts(&plan, &http).await;
+    }
+    if wanted("get") {
+        get_and_list(&plan, &http).await;
+    }
+    if wanted("watch") {
+        watch_fan_out(&plan, &http).await;
+    }
 }
 
 // --- the measurements ---
