@@ -965,3 +965,76 @@ async fn applications_follow_live_metrics_from_a_real_prometheus() {
         assert_eq!(reason.code, ReasonCode::UnreachableMetricsProvider);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_from_ksql_and_influx_decide_the_placement() {
+    use krake_controller::testing::influx::FakeInflux;
+    use krake_controller::testing::ksql::FakeKsql;
+
+    let ksql = FakeKsql::start().await.unwrap();
+    ksql.set("energy", "zone_a", 30.0);
+    let influx = FakeInflux::start().await.unwrap();
+    influx.set("zone_b", 70.0);
+    let mut cfg = config();
+    cfg.reschedule_after = Duration::from_millis(400);
+    let env = Env::start(cfg).await;
+    let _: MetricsProvider = env
+        .create(json!({
+            "metadata": {"name": "kafka", "namespace": NS},
+            "spec": {"type": "kafka", "kafka": {
+                "url": ksql.url(), "table": "energy",
+                "comparison_column": "zone", "value_column": "green",
+            }},
+        }))
+        .await;
+    let _: MetricsProvider = env
+        .create(json!({
+            "metadata": {"name": "influx", "namespace": NS},
+            "spec": {"type": "influx", "influx": {
+                "url": influx.url(), "token": influx.token(),
+                "org": influx.org(), "bucket": influx.bucket(),
+            }},
+        }))
+        .await;
+    for (name, provider, metric) in [
+        ("green-a", "kafka", "zone_a"),
+        ("green-b", "influx", "zone_b"),
+    ] {
+        let _: Metric = env
+            .create(json!({
+                "metadata": {"name": name, "namespace": NS},
+                "spec": {"min": 0, "max": 100, "allowed_values": [],
+                         "provider": {"name": provider, "metric": metric}},
+            }))
+            .await;
+    }
+    for (cluster, metric) in [("a", "green-a"), ("b", "green-b")] {
+        let created: Cluster = env
+            .create(json!({
+                "metadata": {"name": cluster, "namespace": NS},
+                "spec": {"kubeconfig": kubeconfig(cluster), "constraints": {"cloud": {}},
+                         "metrics": [{"name": metric, "weight": 1.0, "namespaced": true}]},
+            }))
+            .await;
+        let mut online = created;
+        online.status.state = ClusterState::Online;
+        env.api::<Cluster>().status(&online).await.unwrap();
+    }
+    app(&env, "green", json!({})).await;
+    assert_eq!(env.bound("green").await, "b");
+    assert!(ksql.request_count() >= 1 && influx.request_count() >= 1);
+    // Krake's KSQL statement, through the cache (not one query per decision).
+    assert_eq!(
+        ksql.requests()[0].body,
+        r#"{"ksql":"SELECT green FROM energy WHERE zone = 'zone_a';","streamsProperties":{}}"#
+    );
+
+    ksql.set("energy", "zone_a", 95.0);
+    env.app_until("green", "moved to a", |a| {
+        a.status
+            .scheduled_to
+            .as_ref()
+            .is_some_and(|c| c.name == "a")
+    })
+    .await;
+}
