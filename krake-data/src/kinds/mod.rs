@@ -43,6 +43,13 @@ macro_rules! declare_kind {
             immutable_fields: &["metadata.name", "metadata.namespace" $(, $immutable)*],
             parse_object: $crate::registry::parse_erased::<$ty>,
             default_status: declare_kind!(@default_status $ty $status),
+            create_object: |body, new| {
+                $crate::registry::create_erased::<$ty>(
+                    body,
+                    new,
+                    declare_kind!(@reset_status $ty $status),
+                )
+            },
             schema: $crate::registry::schema_erased::<$ty>,
         };
 
@@ -76,6 +83,8 @@ macro_rules! declare_kind {
     (@subresource_fields ($status:ty)) => { &["status"] };
     (@default_status $ty:ident none) => { $crate::registry::no_status };
     (@default_status $ty:ident ($status:ty)) => { $crate::registry::default_status_erased::<$ty> };
+    (@reset_status $ty:ident none) => { $crate::registry::no_status_of::<$ty> };
+    (@reset_status $ty:ident ($status:ty)) => { $crate::registry::default_status_of::<$ty> };
     (@has_status $ty:ident none) => {};
     (@has_status $ty:ident ($status:ty)) => {
         impl $crate::registry::HasStatus for $ty {
