@@ -153,7 +153,20 @@ async fn a_client_that_does_not_trust_the_server_cannot_connect() {
 // --- Keystone ---
 
 #[derive(Default)]
-struct Calls(AtomicUsize);
+struct Calls(AtomicUsize, std::sync::Mutex<Option<String>>);
+
+impl Calls {
+    /// The same expiry time for every call: `valid` after the first one.
+    fn expiry(&self, valid: std::time::Duration) -> String {
+        let mut expiry = self.1.lock().unwrap();
+        expiry
+            .get_or_insert_with(|| {
+                let at = krake_data::Timestamp::now() + chrono::TimeDelta::from_std(valid).unwrap();
+                at.to_string()
+            })
+            .clone()
+    }
+}
 
 async fn keystone_tokens(
     State(calls): State<Arc<Calls>>,
@@ -170,6 +183,22 @@ async fn keystone_tokens(
             ),
         ),
         (Some("broken"), _) => (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(json!({}))),
+        (Some("short-lived"), Some("short-lived")) => {
+            // Valid for one more second from the first call.
+            let expires = calls.expiry(std::time::Duration::from_secs(1));
+            (
+                StatusCode::OK,
+                axum::Json(
+                    json!({"token": {"user": {"name": "brief", "id": "2"}, "expires_at": expires}}),
+                ),
+            )
+        }
+        (Some("expired"), Some("expired")) => (
+            StatusCode::OK,
+            axum::Json(
+                json!({"token": {"user": {"name": "late", "id": "3"}, "expires_at": "2001-01-01T00:00:00.000000Z"}}),
+            ),
+        ),
         _ => (
             StatusCode::NOT_FOUND,
             axum::Json(json!({"error": {"code": 404}})),
@@ -212,6 +241,41 @@ async fn keystone_tokens_are_validated_and_cached() {
     // Keystone failing is 503, not 500 and not a refusal.
     let (status, _) = me(&server, Some("broken")).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keystone_tokens_are_not_trusted_past_their_expiry() {
+    let calls = Arc::new(Calls::default());
+    let keystone = serve(
+        Router::new()
+            .route("/v3/auth/tokens", get(keystone_tokens))
+            .with_state(calls.clone()),
+    )
+    .await;
+    // The cache would keep a token for 30 s; this one expires after 1 s.
+    let server = TestServer::embedded_with(config(AuthenticationStrategy::Keystone {
+        endpoint: format!("{keystone}/v3"),
+    }))
+    .await;
+    let (status, body) = me(&server, Some("short-lived")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["user"], "brief");
+    let (status, _) = me(&server, Some("short-lived")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(calls.0.load(Ordering::SeqCst), 1, "cached while valid");
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    // Past its expiry: asked again, and Keystone's answer says it expired.
+    let (status, problem) = me(&server, Some("short-lived")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{problem}");
+    assert_eq!(problem["title"], "INVALID_KEYSTONE_TOKEN");
+    assert_eq!(calls.0.load(Ordering::SeqCst), 2);
+
+    let (status, problem) = me(&server, Some("expired")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("expired"),
+        "{problem}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

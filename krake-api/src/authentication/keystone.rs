@@ -32,6 +32,15 @@ fn refused(detail: &str) -> ApiError {
 #[async_trait]
 impl TokenVerifier for Keystone {
     async fn verify(&self, token: &str) -> Result<String, ApiError> {
+        self.verify_until(token).await.map(|(user, _)| user)
+    }
+
+    /// The user and `token.expires_at`; a token Keystone reports as already
+    /// expired is refused.
+    async fn verify_until(
+        &self,
+        token: &str,
+    ) -> Result<(String, Option<std::time::SystemTime>), ApiError> {
         let response = self
             .client
             .get(&self.url)
@@ -50,9 +59,19 @@ impl TokenVerifier for Keystone {
             .json()
             .await
             .map_err(|_| refused("Keystone's answer is not JSON"))?;
-        body.pointer("/token/user/name")
+        let user = body
+            .pointer("/token/user/name")
             .and_then(Value::as_str)
             .map(str::to_owned)
-            .ok_or_else(|| refused("Keystone's answer names no user"))
+            .ok_or_else(|| refused("Keystone's answer names no user"))?;
+        let expires = body
+            .pointer("/token/expires_at")
+            .and_then(Value::as_str)
+            .and_then(|text| text.parse::<krake_data::Timestamp>().ok())
+            .map(|at| std::time::SystemTime::from(*at.as_datetime()));
+        if expires.is_some_and(|at| at <= std::time::SystemTime::now()) {
+            return Err(refused("The Keystone token has expired"));
+        }
+        Ok((user, expires))
     }
 }

@@ -51,6 +51,17 @@ pub trait TokenVerifier: Send + Sync + std::fmt::Debug + 'static {
     /// The user of a valid token; 401 for an invalid one, 503 if the
     /// identity provider cannot answer.
     async fn verify(&self, token: &str) -> Result<String, ApiError>;
+
+    /// [`verify`](Self::verify), with the time the token stops being valid
+    /// when the provider says (Keystone's `expires_at`): a
+    /// [`TokenCache`](token_cache::TokenCache) never trusts a token past it.
+    /// The default knows no expiry.
+    async fn verify_until(
+        &self,
+        token: &str,
+    ) -> Result<(String, Option<std::time::SystemTime>), ApiError> {
+        Ok((self.verify(token).await?, None))
+    }
 }
 
 /// A user that exists only inside one process: the process's own clients

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
@@ -15,7 +15,8 @@ use crate::problem::ApiError;
 const CAPACITY: usize = 10_000;
 
 /// Wraps a verifier and trusts each token it accepted for `ttl` without
-/// asking again. Refusals are not remembered (a token may become valid, and
+/// asking again, never past the token's own expiry when the verifier
+/// reports one ([`TokenVerifier::verify_until`]). Refusals are not remembered (a token may become valid, and
 /// a provider outage must not stick).
 #[derive(Debug)]
 pub struct TokenCache {
@@ -40,18 +41,29 @@ impl TokenCache {
         (Instant::now() < *until).then(|| user.clone())
     }
 
-    fn remember(&self, token: &str, user: &str) {
+    fn remember(&self, token: &str, user: &str, expires: Option<SystemTime>) {
+        let now = Instant::now();
+        let mut until = now + self.ttl;
+        if let Some(expires) = expires {
+            // A token that expires sooner is trusted only until then.
+            let left = expires
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO);
+            until = until.min(now + left);
+        }
+        if until <= now {
+            return;
+        }
         let Ok(mut accepted) = self.accepted.lock() else {
             return;
         };
-        let now = Instant::now();
         if accepted.len() >= CAPACITY {
             accepted.retain(|_, (_, until)| *until > now);
             if accepted.len() >= CAPACITY {
                 accepted.clear();
             }
         }
-        accepted.insert(token.to_owned(), (user.to_owned(), now + self.ttl));
+        accepted.insert(token.to_owned(), (user.to_owned(), until));
     }
 }
 
@@ -61,8 +73,8 @@ impl TokenVerifier for TokenCache {
         if let Some(user) = self.lookup(token) {
             return Ok(user);
         }
-        let user = self.inner.verify(token).await?;
-        self.remember(token, &user);
+        let (user, expires) = self.inner.verify_until(token).await?;
+        self.remember(token, &user, expires);
         Ok(user)
     }
 }
