@@ -54,7 +54,7 @@ pub trait TokenVerifier: Send + Sync + std::fmt::Debug + 'static {
 
     /// [`verify`](Self::verify), with the time the token stops being valid
     /// when the provider says (Keystone's `expires_at`): a
-    /// [`TokenCache`](token_cache::TokenCache) never trusts a token past it.
+    /// [`TokenCache`] never trusts a token past it.
     /// The default knows no expiry.
     async fn verify_until(
         &self,
