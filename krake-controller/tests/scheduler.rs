@@ -93,6 +93,16 @@ impl Env {
         api.create(&object).await.unwrap()
     }
 
+    /// True while the application `waits` of namespace `slow` is not bound.
+    async fn app_in_slow_is_unbound(&self) -> bool {
+        let app = self
+            .api_in::<Application>("slow")
+            .get("waits")
+            .await
+            .unwrap();
+        app.status.scheduled_to.is_none()
+    }
+
     async fn app(&self, name: &str) -> Application {
         self.api::<Application>().get(name).await.unwrap()
     }
@@ -1037,4 +1047,66 @@ async fn metrics_from_ksql_and_influx_decide_the_placement() {
             .is_some_and(|c| c.name == "a")
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_provider_in_one_namespace_does_not_hold_up_another() {
+    use krake_controller::testing::Behaviour;
+    use krake_controller::testing::ksql::FakeKsql;
+
+    let ksql = FakeKsql::start().await.unwrap();
+    ksql.set_behaviour(Behaviour::Hang);
+    let mut cfg = config();
+    cfg.providers.timeout = Duration::from_secs(8);
+    let env = Env::start(cfg).await;
+    let _: MetricsProvider = env
+        .create(json!({
+            "metadata": {"name": "kafka", "namespace": "slow"},
+            "spec": {"type": "kafka", "kafka": {
+                "url": ksql.url(), "table": "t", "comparison_column": "k", "value_column": "v",
+            }},
+        }))
+        .await;
+    let _: Metric = env
+        .create(json!({
+            "metadata": {"name": "m", "namespace": "slow"},
+            "spec": {"min": 0, "max": 1, "allowed_values": [], "provider": {"name": "kafka", "metric": "m"}},
+        }))
+        .await;
+    let created: Cluster = env
+        .create(json!({
+            "metadata": {"name": "s1", "namespace": "slow"},
+            "spec": {"kubeconfig": kubeconfig("s1"), "constraints": {"cloud": {}},
+                     "metrics": [{"name": "m", "weight": 1.0, "namespaced": true}]},
+        }))
+        .await;
+    let mut online = created;
+    online.status.state = ClusterState::Online;
+    env.api_in::<Cluster>("slow").status(&online).await.unwrap();
+    let _: Application = env
+        .create(json!({
+            "metadata": {"name": "waits", "namespace": "slow"},
+            "spec": {"manifest": [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}}],
+                     "constraints": {"cluster": {}}},
+        }))
+        .await;
+    // The slow namespace's snapshot is being built (its provider hangs).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while ksql.request_count() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the provider is never asked"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    online_cluster(&env, NS, "fast", json!({}), &[], &[]).await;
+    app(&env, "quick", json!({})).await;
+    let started = tokio::time::Instant::now();
+    assert_eq!(env.bound("quick").await, "fast");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "waited {:?} for another namespace's provider",
+        started.elapsed()
+    );
+    assert!(env.app_in_slow_is_unbound().await);
 }

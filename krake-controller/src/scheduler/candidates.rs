@@ -51,7 +51,9 @@ pub(crate) struct Candidates {
     pub generation: Arc<AtomicU64>,
     pub ttl: Duration,
     cache: Mutex<HashMap<String, Arc<Snapshot>>>,
-    building: tokio::sync::Mutex<()>,
+    /// One lock per namespace, so that a slow provider in one namespace
+    /// does not hold up the decisions of the others.
+    building: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// The cloud a cluster is bound to, if any.
@@ -108,7 +110,7 @@ impl Candidates {
             generation: Arc::new(AtomicU64::new(0)),
             ttl,
             cache: Mutex::default(),
-            building: tokio::sync::Mutex::new(()),
+            building: Mutex::default(),
         }
     }
 
@@ -126,7 +128,11 @@ impl Candidates {
         if let Some(snapshot) = self.cached(namespace) {
             return snapshot;
         }
-        let _building = self.building.lock().await;
+        let lock = match self.building.lock() {
+            Ok(mut locks) => locks.entry(namespace.to_owned()).or_default().clone(),
+            Err(_) => Arc::default(),
+        };
+        let _building = lock.lock().await;
         if let Some(snapshot) = self.cached(namespace) {
             return snapshot;
         }
