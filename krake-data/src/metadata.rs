@@ -150,6 +150,13 @@ impl ResourceRef {
     }
 }
 
+impl ResourceRef {
+    /// The reference of `object` ([`KindInfo::reference`](crate::KindInfo::reference)).
+    pub fn of<K: crate::Resource>(object: &K) -> Self {
+        K::INFO.reference(object.metadata())
+    }
+}
+
 impl std::fmt::Display for ResourceRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.namespace {

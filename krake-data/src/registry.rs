@@ -26,7 +26,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use crate::metadata::Metadata;
+use crate::metadata::{Metadata, ResourceRef};
 use crate::validation::{
     FieldPath, MISSING_FIELD, Validate, ValidationErrors, Validator, from_value,
 };
@@ -243,6 +243,21 @@ impl KindInfo {
     /// True for namespaced kinds.
     pub fn is_namespaced(&self) -> bool {
         self.scope == Scope::Namespaced
+    }
+
+    /// The reference of an object of this kind with `metadata` (a global
+    /// kind's reference has no namespace, whatever its metadata says).
+    pub fn reference(&self, metadata: &Metadata) -> ResourceRef {
+        ResourceRef {
+            api: self.api.to_owned(),
+            namespace: if self.is_namespaced() {
+                metadata.namespace.clone()
+            } else {
+                None
+            },
+            kind: self.kind.to_owned(),
+            name: metadata.name.clone(),
+        }
     }
 
     /// True if objects of this kind carry a `status` sub-resource.

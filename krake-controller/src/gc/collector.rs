@@ -12,7 +12,7 @@ use krake_data::registry::KindInfo;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::graph::{DependencyGraph, node_of, owners_of};
+use super::graph::{DependencyGraph, owners_of};
 use super::kinds::{self, AnyKind, Heard, Popped, is_ours};
 use super::{Cycles, GcError, NAME};
 use crate::metrics::Metrics;
@@ -140,7 +140,7 @@ impl Term {
         };
         let mut graph = self.graph();
         let current = kind.all();
-        let present: HashSet<ResourceRef> = current.iter().map(|m| node_of(info, m)).collect();
+        let present: HashSet<ResourceRef> = current.iter().map(|m| info.reference(m)).collect();
         let stale: Vec<ResourceRef> = graph
             .nodes()
             .filter(|n| n.api == info.api && n.kind == info.kind && !present.contains(*n))
@@ -150,7 +150,7 @@ impl Term {
             graph.remove(node);
         }
         for metadata in &current {
-            graph.set(node_of(info, metadata), owners_of(metadata));
+            graph.set(info.reference(metadata), owners_of(metadata));
         }
     }
 
@@ -159,7 +159,7 @@ impl Term {
         for kind in &self.core.kinds {
             for metadata in kind.all() {
                 if is_ours(&metadata) {
-                    self.queue.trigger_now(node_of(kind.info(), &metadata));
+                    self.queue.trigger_now(kind.info().reference(&metadata));
                 }
             }
         }

@@ -16,22 +16,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 use krake_data::metadata::{Metadata, ResourceRef};
-use krake_data::registry::{self, KindInfo};
-
-/// The reference of an object of `info` with `metadata`, as the graph keys it
-/// (a global kind has no namespace, whatever its metadata says).
-pub fn node_of(info: &KindInfo, metadata: &Metadata) -> ResourceRef {
-    ResourceRef {
-        api: info.api.to_owned(),
-        namespace: if info.is_namespaced() {
-            metadata.namespace.clone()
-        } else {
-            None
-        },
-        kind: info.kind.to_owned(),
-        name: metadata.name.clone(),
-    }
-}
+use krake_data::registry;
 
 /// `reference` as the graph keys it: the namespace dropped when it names a
 /// global kind of the registry. A reference to an unknown kind is kept as

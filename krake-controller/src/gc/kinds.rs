@@ -90,7 +90,7 @@ fn api<K: Resource>(client: Client, namespace: Option<&str>) -> Api<K> {
 }
 
 fn node<K: Resource>(object: &K) -> ResourceRef {
-    super::graph::node_of(K::INFO, object.metadata())
+    ResourceRef::of(object)
 }
 
 impl<K: Resource> AnyKind for Kind<K> {

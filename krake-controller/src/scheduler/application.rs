@@ -49,9 +49,8 @@ use krake_data::metadata::Metadata;
 use krake_data::{Reason, ReasonCode, ResourceRef, Timestamp};
 
 use crate::action::Action;
-use crate::scheduler::candidates::reference;
 use crate::scheduler::placement::{self, Candidate, CandidateKind, CandidateSet};
-use crate::scheduler::{Context, SchedulerError};
+use crate::scheduler::{Context, SchedulerError, retry_delay};
 
 /// How often an application waiting for its new cluster looks again (the
 /// cluster's changes also wake it).
@@ -92,11 +91,10 @@ pub fn decide(
         return Some(Decision::Keep(current.clone()));
     }
     if app.spec.auto_cluster_create {
-        matching.extend(
-            clouds
-                .matching_labels(constraints.labels.as_deref())
-                .filter(|c| placement::metrics_match(constraints.metrics.as_deref(), c)),
-        );
+        matching.extend(clouds.matching_cloud(
+            constraints.labels.as_deref(),
+            constraints.metrics.as_deref(),
+        ));
     }
     let winner = placement::choose(&matching, current, stickiness, |n| fastrand::usize(..n))?;
     Some(match winner.kind {
@@ -159,7 +157,7 @@ pub(crate) async fn reconcile(
                 return Ok(Action::requeue(CLUSTER_CREATION_POLL));
             }
             Some(cluster) => {
-                let target = reference(cluster.as_ref());
+                let target = ResourceRef::of(cluster.as_ref());
                 bind(&app, &cx, target).await?;
                 return Ok(Action::requeue(cx.config.reschedule_after));
             }
@@ -277,11 +275,7 @@ pub(crate) async fn failed(
     let mut updated = app.clone();
     updated.status.reason = Some(reason.clone());
     let action = if limit < 0 || retries > 0 {
-        let delay = Duration::from_secs(
-            u64::try_from(app.spec.backoff_delay.saturating_mul(app.spec.backoff))
-                .unwrap_or(1)
-                .max(1),
-        );
+        let delay = retry_delay(app.spec.backoff_delay, app.spec.backoff);
         updated.status.retries = Some(if limit > 0 { retries - 1 } else { retries });
         updated.status.state = ApplicationState::Degraded;
         updated.status.scheduled_retry =

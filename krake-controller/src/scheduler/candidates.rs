@@ -66,17 +66,6 @@ pub(crate) fn bound_cloud(cluster: &Cluster) -> Option<&ResourceRef> {
         .filter(|r| r.api == "infrastructure" && (r.kind == "Cloud" || r.kind == "GlobalCloud"))
 }
 
-/// A reference to an object.
-pub(crate) fn reference<K: Resource>(object: &K) -> ResourceRef {
-    let metadata = object.metadata();
-    ResourceRef::new(
-        K::INFO.api,
-        K::INFO.kind,
-        metadata.namespace.clone(),
-        metadata.name.clone(),
-    )
-}
-
 /// A cloud of either kind.
 enum AnyCloud {
     Namespaced(Arc<Cloud>),
@@ -220,7 +209,7 @@ impl Candidates {
         }
         self.observe_cluster(&cluster, &fetched).await;
         candidate(
-            reference(cluster.as_ref()),
+            ResourceRef::of(cluster.as_ref()),
             CandidateKind::Cluster,
             labels,
             cluster.spec.custom_resources.clone(),
@@ -260,7 +249,7 @@ impl Candidates {
             write_status(api.status(&updated).await, cloud);
         }
         candidate(
-            reference(cloud),
+            ResourceRef::of(cloud),
             CandidateKind::Cloud,
             metadata.labels.clone(),
             Vec::new(),
@@ -310,7 +299,7 @@ fn observed_cloud(status: &CloudStatus, fetched: &Fetched) -> Option<CloudStatus
 
 /// Logs the outcome of a status write made while observing metrics (a
 /// failed one is tried again at the next snapshot).
-fn write_status<K: Resource, T>(result: krake_client::Result<T>, object: &K) {
+pub(crate) fn write_status<K: Resource, T>(result: krake_client::Result<T>, object: &K) {
     let metadata = object.metadata();
     match result {
         Ok(_) => tracing::info!(
@@ -329,7 +318,8 @@ fn write_status<K: Resource, T>(result: krake_client::Result<T>, object: &K) {
     }
 }
 
-fn candidate(
+/// A candidate with the fetched metrics, or without metrics when any failed.
+pub(crate) fn candidate(
     target: ResourceRef,
     kind: CandidateKind,
     labels: Labels,

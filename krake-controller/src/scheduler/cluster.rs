@@ -18,18 +18,18 @@
 //! only; this looks at all of them).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use krake_client::{Api, DeleteParams};
 use krake_data::kinds::infrastructure::CloudBinding;
 use krake_data::kinds::kubernetes::{Cluster, ClusterState};
-use krake_data::{Reason, ReasonCode};
+use krake_data::{Reason, ReasonCode, ResourceRef};
 
 use crate::action::Action;
 use crate::object_key::ObjectKey;
-use crate::scheduler::candidates::{bound_cloud, reference};
+use crate::scheduler::candidates::bound_cloud;
 use crate::scheduler::placement::{self, Candidate};
-use crate::scheduler::{Context, SchedulerError};
+use crate::scheduler::{Context, SchedulerError, retry_delay};
 
 /// One cluster.
 pub(crate) async fn reconcile(
@@ -58,9 +58,11 @@ pub(crate) async fn reconcile(
     let matches = |kind: &str| -> Vec<&Candidate> {
         snapshot
             .clouds
-            .matching_labels(constraints.labels.as_deref())
+            .matching_cloud(
+                constraints.labels.as_deref(),
+                constraints.metrics.as_deref(),
+            )
             .filter(|c| c.target.kind == kind)
-            .filter(|c| placement::metrics_match(constraints.metrics.as_deref(), c))
             .collect()
     };
     let mut matching = matches("Cloud");
@@ -104,15 +106,9 @@ async fn no_cloud(cluster: &Cluster, cx: &Context) -> Result<Action, SchedulerEr
         Action::await_change()
     } else {
         updated.status.retries = cluster.status.retries.saturating_add(1);
-        Action::requeue(Duration::from_secs(
-            u64::try_from(
-                cluster
-                    .spec
-                    .backoff_delay
-                    .saturating_mul(cluster.spec.backoff),
-            )
-            .unwrap_or(1)
-            .max(1),
+        Action::requeue(retry_delay(
+            cluster.spec.backoff_delay,
+            cluster.spec.backoff,
         ))
     };
     if updated.status != cluster.status {
@@ -133,7 +129,7 @@ async fn no_cloud(cluster: &Cluster, cx: &Context) -> Result<Action, SchedulerEr
 /// time; otherwise says when to look again.
 async fn unused(cluster: &Cluster, cx: &Context) -> Result<Action, SchedulerError> {
     let retention = cx.config.deletion_retention;
-    let target = reference(cluster);
+    let target = ResourceRef::of(cluster);
     let name = cluster.metadata.name.as_str();
     let used = !cx
         .applications

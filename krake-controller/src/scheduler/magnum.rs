@@ -17,10 +17,10 @@ use krake_client::Api;
 use krake_data::kinds::openstack::{
     MagnumCluster, MagnumClusterBinding, Project, ProjectState, ProjectStatus,
 };
-use krake_data::{Reason, ReasonCode};
+use krake_data::{Reason, ReasonCode, ResourceRef};
 
 use crate::action::Action;
-use crate::scheduler::candidates::reference;
+use crate::scheduler::candidates::{candidate, write_status};
 use crate::scheduler::placement::{self, Candidate, CandidateKind};
 use crate::scheduler::{Context, SchedulerError};
 
@@ -59,7 +59,7 @@ pub(crate) async fn reconcile(
     };
     let Some(project) = projects
         .iter()
-        .find(|p| reference(p.as_ref()) == winner.target)
+        .find(|p| ResourceRef::of(p.as_ref()) == winner.target)
     else {
         return Ok(Action::await_change());
     };
@@ -114,22 +114,14 @@ async fn project_candidate(project: &Arc<Project>, cx: &Context) -> Candidate {
     if wanted != project.status {
         let mut updated = (**project).clone();
         updated.status = wanted;
-        if let Err(err) = Api::<Project>::all(cx.client.clone())
-            .status(&updated)
-            .await
-        {
-            tracing::warn!(project = %project.metadata.name, error = %err, "cannot record the metrics state");
-        }
+        let api: Api<Project> = Api::all(cx.client.clone());
+        write_status(api.status(&updated).await, project.as_ref());
     }
-    let candidate = Candidate::new(
-        reference(project.as_ref()),
+    candidate(
+        ResourceRef::of(project.as_ref()),
         CandidateKind::Cloud,
         project.metadata.labels.clone(),
         Vec::new(),
-    );
-    if fetched.failures.is_empty() {
-        candidate.with_metrics(fetched.values)
-    } else {
-        candidate
-    }
+        fetched,
+    )
 }

@@ -256,7 +256,7 @@ impl Scheduler {
                             && app.status.auto_cluster_create_started.as_deref() == Some(name)
                     })
                     .iter()
-                    .map(|app| key_of(app.as_ref()))
+                    .map(|app| ObjectKey::of(app.as_ref()))
                     .collect()
             });
         let unbound = clusters.store.clone();
@@ -295,7 +295,7 @@ impl Scheduler {
                             && c.metadata.namespace == project.metadata.namespace
                     })
                     .iter()
-                    .map(|c| key_of(c.as_ref()))
+                    .map(|c| ObjectKey::of(c.as_ref()))
                     .collect()
             });
         let (applications, clusters, magnum) = match &self.leader {
@@ -329,9 +329,14 @@ impl Scheduler {
     }
 }
 
-fn key_of<K: Resource>(object: &K) -> ObjectKey {
-    let metadata = object.metadata();
-    ObjectKey::new(metadata.namespace.as_deref(), &metadata.name)
+/// Krake's retry delay after a scheduling failure: `backoff_delay ×
+/// backoff` seconds, at least one.
+pub(crate) fn retry_delay(backoff_delay: i64, backoff: i64) -> Duration {
+    Duration::from_secs(
+        u64::try_from(backoff_delay.saturating_mul(backoff))
+            .unwrap_or(1)
+            .max(1),
+    )
 }
 
 /// Unbound clusters to be created of `namespace` (`None`: all).
@@ -343,7 +348,7 @@ fn unbound_keys(clusters: &Store<Cluster>, namespace: Option<&str>) -> Vec<Objec
                 && bound_cloud(c).is_none()
         })
         .iter()
-        .map(|c| key_of(c.as_ref()))
+        .map(|c| ObjectKey::of(c.as_ref()))
         .collect()
 }
 

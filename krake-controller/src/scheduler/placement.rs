@@ -268,6 +268,17 @@ impl CandidateSet {
             .filter_map(|index| self.items.get(index))
     }
 
+    /// The candidates whose labels and metrics satisfy these constraints
+    /// (clouds: they have no custom resources).
+    pub fn matching_cloud<'a>(
+        &'a self,
+        labels: Option<&[LabelConstraint]>,
+        metrics: Option<&'a [MetricConstraint]>,
+    ) -> impl Iterator<Item = &'a Candidate> + 'a {
+        self.matching_labels(labels)
+            .filter(move |c| metrics_match(metrics, c))
+    }
+
     /// The candidates satisfying an application's cluster constraints.
     pub fn matching_cluster<'a>(
         &'a self,
