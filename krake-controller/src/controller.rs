@@ -276,94 +276,77 @@ impl<K: Resource> Controller<K> {
             Arc::new(move |object, context| Box::pin(reconcile(object, context)));
         let error_policy = Arc::new(error_policy);
         let name = self.config.name.clone();
-        let mut leader = self.leader.clone();
-        loop {
-            if let Some(leader) = &mut leader {
-                self.metrics.set_leader(&name, false);
-                tokio::select! {
-                    changed = leader.wait_for(|&leads| leads) => {
-                        if changed.is_err() {
-                            return;
-                        }
-                    }
-                    () = shutdown.cancelled() => return,
-                }
-            }
-            self.metrics.set_leader(&name, true);
-            let term = shutdown.child_token();
-            if let Some(leader) = leader.clone() {
-                let term = term.clone();
-                tokio::spawn(async move {
-                    let mut leader = leader;
-                    tokio::select! {
-                        _ = leader.wait_for(|&leads| !leads) => term.cancel(),
-                        () = term.cancelled() => {}
-                    }
-                });
-            }
-            let handler = {
-                let store = self.store.clone();
-                let reconcile = reconcile.clone();
-                let error_policy = error_policy.clone();
-                let context = context.clone();
-                let metrics = self.metrics.clone();
-                let name = name.clone();
-                move |key: ObjectKey, attempt: Attempt, reason: Option<Reason>| {
-                    let object = store.get(key.namespace.as_deref(), &key.name);
+        crate::leader::each_term(
+            self.leader.clone(),
+            &shutdown,
+            &self.metrics,
+            &name,
+            |term| {
+                let handler = {
+                    let store = self.store.clone();
                     let reconcile = reconcile.clone();
                     let error_policy = error_policy.clone();
                     let context = context.clone();
-                    let metrics = metrics.clone();
+                    let metrics = self.metrics.clone();
                     let name = name.clone();
-                    async move {
-                        let Some(object) = object else {
-                            return Reschedule::Done;
-                        };
-                        let reason = match (attempt.retries, reason) {
-                            (0, Some(reason)) => reason.as_str(),
-                            (0, None) => "requeued",
-                            (_, _) => "retry after a failure",
-                        };
-                        let span = tracing::info_span!(
-                            "reconcile",
-                            controller = %name,
-                            kind = K::INFO.kind,
-                            namespace = key.namespace.as_deref().unwrap_or(""),
-                            name = %key.name,
-                            reason,
-                            retries = attempt.retries,
-                        );
-                        metrics.reconcile_started(&name);
-                        let started = tokio::time::Instant::now();
-                        let result = reconcile(object.clone(), context.clone())
-                            .instrument(span.clone())
-                            .await;
-                        let outcome = match result {
-                            Ok(action) => match action.requeue_after() {
-                                Some(after) => Reschedule::After(after),
-                                None => Reschedule::Done,
-                            },
-                            Err(err) => {
-                                tracing::warn!(parent: &span, error = %err, "reconcile failed");
-                                let action = error_policy(object, &err, attempt, context);
-                                Reschedule::Failed(action.requeue_after())
-                            }
-                        };
-                        metrics.reconcile_finished(
-                            &name,
-                            !matches!(outcome, Reschedule::Failed(_)),
-                            started.elapsed(),
-                        );
-                        outcome
+                    move |key: ObjectKey, attempt: Attempt, reason: Option<Reason>| {
+                        let object = store.get(key.namespace.as_deref(), &key.name);
+                        let reconcile = reconcile.clone();
+                        let error_policy = error_policy.clone();
+                        let context = context.clone();
+                        let metrics = metrics.clone();
+                        let name = name.clone();
+                        async move {
+                            let Some(object) = object else {
+                                return Reschedule::Done;
+                            };
+                            let reason = match (attempt.retries, reason) {
+                                (0, Some(reason)) => reason.as_str(),
+                                (0, None) => "requeued",
+                                (_, _) => "retry after a failure",
+                            };
+                            let span = tracing::info_span!(
+                                "reconcile",
+                                controller = %name,
+                                kind = K::INFO.kind,
+                                namespace = key.namespace.as_deref().unwrap_or(""),
+                                name = %key.name,
+                                reason,
+                                retries = attempt.retries,
+                            );
+                            metrics.reconcile_started(&name);
+                            let started = tokio::time::Instant::now();
+                            let result = reconcile(object.clone(), context.clone())
+                                .instrument(span.clone())
+                                .await;
+                            let outcome = match result {
+                                Ok(action) => match action.requeue_after() {
+                                    Some(after) => Reschedule::After(after),
+                                    None => Reschedule::Done,
+                                },
+                                Err(err) => {
+                                    tracing::warn!(parent: &span, error = %err, "reconcile failed");
+                                    let action = error_policy(object, &err, attempt, context);
+                                    Reschedule::Failed(action.requeue_after())
+                                }
+                            };
+                            metrics.reconcile_finished(
+                                &name,
+                                !matches!(outcome, Reschedule::Failed(_)),
+                                started.elapsed(),
+                            );
+                            outcome
+                        }
                     }
+                };
+                let this = &self;
+                async move {
+                    this.term(handler, &term).await;
+                    true
                 }
-            };
-            self.term(handler, &term).await;
-            self.metrics.set_leader(&name, false);
-            if shutdown.is_cancelled() || leader.is_none() {
-                return;
-            }
-        }
+            },
+        )
+        .await;
     }
 
     /// One term: triggers and the runner until `term` ends.

@@ -116,6 +116,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::Metrics;
+
 /// How many times a release reads the lease again after a conflict.
 const RELEASE_ATTEMPTS: usize = 3;
 
@@ -765,6 +767,56 @@ impl LeaderElector {
                 identity = %self.config.identity,
                 "releasing the lease timed out; it will expire"
             );
+        }
+    }
+}
+
+/// Runs `term` once per term of leadership, recorded in `metrics` as
+/// `name`: without `leader` once, at once; with it each time the replica
+/// starts to lead, with a token cancelled when it stops leading (or on
+/// shutdown). Returns on shutdown, when the leadership channel closes, when
+/// there is no `leader` and the term ended, or when `term` answers false
+/// (it cannot go on, for instance because the reflectors stopped).
+pub(crate) async fn each_term<F, Fut>(
+    leader: Option<watch::Receiver<bool>>,
+    shutdown: &CancellationToken,
+    metrics: &Metrics,
+    name: &str,
+    mut term: F,
+) where
+    F: FnMut(CancellationToken) -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let mut leader = leader;
+    loop {
+        if let Some(leader) = &mut leader {
+            metrics.set_leader(name, false);
+            tokio::select! {
+                changed = leader.wait_for(|&leads| leads) => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+                () = shutdown.cancelled() => return,
+            }
+        }
+        metrics.set_leader(name, true);
+        let token = shutdown.child_token();
+        if let Some(leader) = leader.clone() {
+            let token = token.clone();
+            tokio::spawn(async move {
+                let mut leader = leader;
+                tokio::select! {
+                    _ = leader.wait_for(|&leads| !leads) => token.cancel(),
+                    () = token.cancelled() => {}
+                }
+            });
+        }
+        let go_on = term(token.clone()).await;
+        token.cancel();
+        metrics.set_leader(name, false);
+        if shutdown.is_cancelled() || leader.is_none() || !go_on {
+            return;
         }
     }
 }

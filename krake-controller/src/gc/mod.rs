@@ -278,39 +278,20 @@ impl GarbageCollector {
             self.metrics.clone(),
             self.cycles.clone(),
         ));
-        let mut leader = self.leader.clone();
-        loop {
-            if let Some(leader) = &mut leader {
-                self.metrics.set_leader(NAME, false);
-                tokio::select! {
-                    changed = leader.wait_for(|&leads| leads) => {
-                        if changed.is_err() {
-                            return;
-                        }
-                    }
-                    () = shutdown.cancelled() => return,
+        crate::leader::each_term(
+            self.leader.clone(),
+            &shutdown,
+            &self.metrics,
+            NAME,
+            |term| {
+                let core = core.clone();
+                async move {
+                    collector::term(core, &term, DRAIN_DEADLINE).await;
+                    // A term that ended on its own: the reflectors stopped.
+                    term.is_cancelled()
                 }
-            }
-            self.metrics.set_leader(NAME, true);
-            let term = shutdown.child_token();
-            if let Some(leader) = leader.clone() {
-                let term = term.clone();
-                tokio::spawn(async move {
-                    let mut leader = leader;
-                    tokio::select! {
-                        _ = leader.wait_for(|&leads| !leads) => term.cancel(),
-                        () = term.cancelled() => {}
-                    }
-                });
-            }
-            collector::term(core.clone(), &term, DRAIN_DEADLINE).await;
-            // A term that ended on its own: the reflectors stopped.
-            let stopped = !term.is_cancelled();
-            term.cancel();
-            self.metrics.set_leader(NAME, false);
-            if shutdown.is_cancelled() || leader.is_none() || stopped {
-                return;
-            }
-        }
+            },
+        )
+        .await;
     }
 }
