@@ -206,8 +206,8 @@ async fn keystone_tokens(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn keystone_tokens_are_validated_and_cached() {
+/// The Keystone fake (counting its calls) and an API using it.
+async fn keystone_server() -> (Arc<Calls>, TestServer) {
     let calls = Arc::new(Calls::default());
     let keystone = serve(
         Router::new()
@@ -219,6 +219,12 @@ async fn keystone_tokens_are_validated_and_cached() {
         endpoint: format!("{keystone}/v3"),
     }))
     .await;
+    (calls, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keystone_tokens_are_validated_and_cached() {
+    let (calls, server) = keystone_server().await;
 
     let (status, body) = me(&server, Some("good-token")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -245,18 +251,8 @@ async fn keystone_tokens_are_validated_and_cached() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keystone_tokens_are_not_trusted_past_their_expiry() {
-    let calls = Arc::new(Calls::default());
-    let keystone = serve(
-        Router::new()
-            .route("/v3/auth/tokens", get(keystone_tokens))
-            .with_state(calls.clone()),
-    )
-    .await;
     // The cache would keep a token for 30 s; this one expires after 1 s.
-    let server = TestServer::embedded_with(config(AuthenticationStrategy::Keystone {
-        endpoint: format!("{keystone}/v3"),
-    }))
-    .await;
+    let (calls, server) = keystone_server().await;
     let (status, body) = me(&server, Some("short-lived")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["user"], "brief");

@@ -111,47 +111,47 @@ impl Env {
         self.api::<Cluster>().get(name).await.unwrap()
     }
 
-    /// Polls the application until `check` holds (10 s at most).
+    /// Polls the object `name` through `api` until `check` holds (10 s at
+    /// most).
+    async fn until<K: Resource>(
+        &self,
+        api: Api<K>,
+        name: &str,
+        what: &str,
+        check: impl Fn(&K) -> bool,
+    ) -> K {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let object = api.get(name).await.unwrap();
+            if check(&object) {
+                return object;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {name} to be {what}: {object:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Polls the application until `check` holds.
     async fn app_until(
         &self,
         name: &str,
         what: &str,
         check: impl Fn(&Application) -> bool,
     ) -> Application {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let app = self.app(name).await;
-            if check(&app) {
-                return app;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out waiting for {name} to be {what}: {:?}",
-                app.status
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.until(self.api(), name, what, check).await
     }
 
+    /// Polls the cluster until `check` holds.
     async fn cluster_until(
         &self,
         name: &str,
         what: &str,
         check: impl Fn(&Cluster) -> bool,
     ) -> Cluster {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let cluster = self.cluster(name).await;
-            if check(&cluster) {
-                return cluster;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out waiting for {name} to be {what}: {:?}",
-                cluster.status
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.until(self.api(), name, what, check).await
     }
 
     async fn bound(&self, app: &str) -> String {
@@ -838,32 +838,23 @@ async fn magnum_clusters_are_bound_to_a_project_of_their_namespace() {
         }))
         .await;
     let api = env.api::<MagnumCluster>();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let m1 = loop {
-        let m1 = api.get("m1").await.unwrap();
-        if m1.status.project.is_some() {
-            break m1;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "m1 is not bound");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let m1 = env
+        .until(api.clone(), "m1", "bound", |m| m.status.project.is_some())
+        .await;
     assert_eq!(m1.status.project.unwrap().name, "p-de");
     assert_eq!(m1.status.template.as_deref(), Some("tpl-p-de"));
     assert_eq!(m1.metadata.labels["location"], "DE", "labels copied");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let m2 = api.get("m2").await.unwrap();
-        if let Some(reason) = m2.status.reason {
-            assert_eq!(reason.code, ReasonCode::NoSuitableResource);
-            assert!(
-                m2.status.project.is_none(),
-                "never another tenant's project"
-            );
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "m2 has no reason");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let m2 = env
+        .until(api, "m2", "given a reason", |m| m.status.reason.is_some())
+        .await;
+    assert_eq!(
+        m2.status.reason.unwrap().code,
+        ReasonCode::NoSuitableResource
+    );
+    assert!(
+        m2.status.project.is_none(),
+        "never another tenant's project"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -886,23 +877,15 @@ async fn cloud_metrics_failures_mark_the_cloud() {
             "spec": {"tosca": tosca(), "constraints": {"cloud": {}}},
         }))
         .await;
-    let api = env.api::<GlobalCloud>();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let cloud = api.get("g").await.unwrap();
-        if cloud.status.state == CloudState::FailingMetrics {
-            assert_eq!(
-                cloud.status.metrics_reasons["nope"].code,
-                ReasonCode::UnknownMetric
-            );
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the cloud is not marked"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let cloud = env
+        .until(env.api::<GlobalCloud>(), "g", "FAILING_METRICS", |c| {
+            c.status.state == CloudState::FailingMetrics
+        })
+        .await;
+    assert_eq!(
+        cloud.status.metrics_reasons["nope"].code,
+        ReasonCode::UnknownMetric
+    );
     // Ranked without metrics, it still takes the cluster.
     let cluster = env
         .cluster_until("to-create", "bound", |c| c.status.scheduled_to.is_some())
