@@ -482,7 +482,7 @@ impl<K: Resource> Controller<K> {
 
 /// Calls `on_change` for every change until `stop`; a lagging receiver
 /// (events were dropped) is treated as a relist, so nothing is missed.
-async fn follow<K: Clone + Send + Sync + 'static>(
+pub(crate) async fn follow<K: Clone + Send + Sync + 'static>(
     mut changes: broadcast::Receiver<Change<K>>,
     stop: CancellationToken,
     on_change: impl Fn(Change<K>) + Send + 'static,

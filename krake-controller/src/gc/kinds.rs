@@ -122,24 +122,17 @@ impl<K: Resource> AnyKind for Kind<K> {
         stop: CancellationToken,
         heard: Arc<dyn Fn(Heard) + Send + Sync>,
     ) -> BoxFuture<'static, ()> {
-        let mut changes = self.changes.resubscribe();
-        Box::pin(async move {
-            loop {
-                let change = tokio::select! {
-                    change = changes.recv() => change,
-                    () = stop.cancelled() => return,
-                };
-                match change {
-                    Ok(Change::Applied(object) | Change::Deleted(object)) => {
-                        heard(Heard::Object(node(object.as_ref())));
-                    }
-                    Ok(Change::Restarted) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                        heard(Heard::Restarted(K::INFO));
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
+        let changes = self.changes.resubscribe();
+        Box::pin(crate::controller::follow(
+            changes,
+            stop,
+            move |change| match change {
+                Change::Applied(object) | Change::Deleted(object) => {
+                    heard(Heard::Object(node(object.as_ref())));
                 }
-            }
-        })
+                Change::Restarted => heard(Heard::Restarted(K::INFO)),
+            },
+        ))
     }
 
     fn delete(&self, client: Client, node: ResourceRef) -> BoxFuture<'static, Result<(), GcError>> {

@@ -53,7 +53,7 @@ pub mod magnum;
 pub mod placement;
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -68,7 +68,7 @@ use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::action::Action;
-use crate::controller::{Controller, ControllerConfig};
+use crate::controller::{Controller, ControllerConfig, follow};
 use crate::metrics::Metrics;
 use crate::metrics_provider::{MetricsProviders, ProvidersConfig};
 use crate::object_key::ObjectKey;
@@ -199,17 +199,15 @@ impl Scheduler {
             client.clone(),
             self.config.providers.cache_ttl,
         );
-        let generation = candidates.generation.clone();
-        let bump = move || {
-            generation.fetch_add(1, Ordering::AcqRel);
-        };
-        follow(clusters.changes, shutdown.clone(), bump.clone());
-        follow(clouds.changes, shutdown.clone(), bump.clone());
-        follow(global_clouds.changes, shutdown.clone(), bump.clone());
-        follow(metrics.changes, shutdown.clone(), bump.clone());
-        follow(global_metrics.changes, shutdown.clone(), bump.clone());
-        follow(providers.changes, shutdown.clone(), bump.clone());
-        follow(global_providers.changes, shutdown.clone(), bump);
+        // Any change (or missed changes) of a kind the snapshots read.
+        let generation = &candidates.generation;
+        bump_on(clusters.changes, &shutdown, generation);
+        bump_on(clouds.changes, &shutdown, generation);
+        bump_on(global_clouds.changes, &shutdown, generation);
+        bump_on(metrics.changes, &shutdown, generation);
+        bump_on(global_metrics.changes, &shutdown, generation);
+        bump_on(providers.changes, &shutdown, generation);
+        bump_on(global_providers.changes, &shutdown, generation);
 
         let ready = async {
             clusters.store.wait_ready().await?;
@@ -374,21 +372,15 @@ where
     Action::await_change()
 }
 
-/// Calls `on_change` for every change (and missed changes) until `stop`.
-fn follow<K: Resource>(
-    mut changes: broadcast::Receiver<Change<K>>,
-    stop: CancellationToken,
-    on_change: impl Fn() + Send + 'static,
+/// Bumps `generation` on every change of `changes` (and after missed
+/// changes) until `stop`.
+fn bump_on<K: Resource>(
+    changes: broadcast::Receiver<Change<K>>,
+    stop: &CancellationToken,
+    generation: &Arc<AtomicU64>,
 ) {
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                change = changes.recv() => match change {
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => on_change(),
-                    Err(broadcast::error::RecvError::Closed) => return,
-                },
-                () = stop.cancelled() => return,
-            }
-        }
-    });
+    let generation = generation.clone();
+    tokio::spawn(follow(changes, stop.clone(), move |_| {
+        generation.fetch_add(1, Ordering::AcqRel);
+    }));
 }
