@@ -75,6 +75,8 @@ pub mod finalizer;
 pub mod gc;
 pub mod leader;
 pub mod metrics;
+#[cfg(feature = "kubernetes")]
+pub mod kubernetes;
 #[cfg(feature = "metrics-providers")]
 pub mod metrics_provider;
 pub mod object_key;

@@ -1,0 +1,4 @@
+//! Krake's Kubernetes controllers (feature `kubernetes`). (Work in progress.)
+
+pub mod health;
+pub mod observer_schema;

@@ -1,0 +1,28 @@
+//! Test support shared by the tests and benchmarks of the krake-rs
+//! workspace (not published).
+//!
+//! - [`etcd`]: a real `etcd` process (Debian's `etcd-server`) on a free
+//!   loopback port, and a three-member etcd cluster;
+//! - [`prometheus`]: a real `prometheus` process and an exporter;
+//! - [`process`]: what both share: free ports, a child killed on drop;
+//! - [`wire`]: Krake's captured traffic (objects, exchanges, watch streams),
+//!   shipped inside this crate so a clone of the repository alone passes
+//!   its tests;
+//! - [`kube`]: a fake Kubernetes API server that the unmodified `kube`
+//!   client talks to over HTTP(S), with a simulated kubelet and fault
+//!   injection.
+//!
+//! # Example
+//!
+//! ```no_run
+//! # async fn example() {
+//! let dir = krake_testkit::wire::dir();
+//! assert!(dir.join("objects").is_dir());
+//! # }
+//! ```
+
+pub mod etcd;
+pub mod kube;
+pub mod process;
+pub mod prometheus;
+pub mod wire;
