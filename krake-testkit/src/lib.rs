@@ -2,7 +2,7 @@
 //! workspace (not published).
 //!
 //! - [`etcd`]: a real `etcd` process (Debian's `etcd-server`) on a free
-//!   loopback port, and a three-member etcd cluster;
+//!   loopback port;
 //! - [`prometheus`]: a real `prometheus` process and an exporter;
 //! - [`process`]: what both share: free ports, a child killed on drop;
 //! - [`wire`]: Krake's captured traffic (objects, exchanges, watch streams),
