@@ -233,6 +233,32 @@ impl<K: Resource> Controller<K> {
         self
     }
 
+    /// Also reconciles the keys sent on `keys`: events from outside the
+    /// Krake API, such as watches on the Kubernetes clusters an object's
+    /// resources run on. Keys lost because the receiver lagged are not
+    /// recovered: use [`ControllerConfig::resync`] or requeues as the
+    /// safety net (level-based, events only make it sooner).
+    #[must_use]
+    pub fn triggered_by(mut self, keys: broadcast::Sender<ObjectKey>) -> Self {
+        self.sources.push(Box::new(move |_, triggers, stop| {
+            let mut keys = keys.subscribe();
+            tokio::spawn(async move {
+                loop {
+                    let key = tokio::select! {
+                        key = keys.recv() => key,
+                        () = stop.cancelled() => return,
+                    };
+                    match key {
+                        Ok(key) => triggers.trigger(key, Reason::Related),
+                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    }
+                }
+            });
+        }));
+        self
+    }
+
     /// Skips change events of an object when `value` of it is the same as
     /// at its previous event (`None` never skips). Resyncs, relists and
     /// requeues are not filtered.

@@ -1,0 +1,659 @@
+//! The Kubernetes application controller: applications applied to,
+//! observed on, healed on, migrated between and removed from their
+//! clusters.
+//!
+//! # Flow (one reconcile of an application)
+//!
+//! 1. **Deleted**, our finalizer `kubernetes_resources_deletion` at the
+//!    tail: state DELETING, every resource of the application deleted on
+//!    its `running_on` cluster (404 is fine; a cluster that no longer
+//!    exists is skipped), `running_on` cleared, the finalizer popped (the
+//!    API then removes the object).
+//! 2. **Accepted** only once the scheduler handed it over
+//!    (`kube_controller_triggered ≥ modified`, Krake's rule, so every user
+//!    update goes through the scheduler first) and it has `scheduled_to`.
+//!    A FAILED application is taken again when the user changed it after
+//!    it failed (Krake never takes it again).
+//! 3. The finalizer is pushed (once).
+//! 4. **Migration** (`running_on` ≠ `scheduled_to`): state MIGRATING, every
+//!    resource applied on the new cluster, then deleted on the old one;
+//!    then `running_on` moves.
+//! 5. **Reconcile**: the desired manifest (`spec.manifest`, through the
+//!    [`ApplicationExtensions`] seam for hooks and TOSCA), its observer
+//!    schema (custom entries from `spec.observer_schema`, the default for
+//!    the rest) and `last_applied_manifest`. The live objects come from the
+//!    shared watches ([`Observations`]), not from GETs. A resource that is
+//!    missing on the cluster or drifted in an observed field is applied
+//!    (server-side apply); a resource no longer in the manifest is deleted.
+//!    Fields nobody observes are left alone.
+//! 6. The status (state from the workloads' health, `container_health`,
+//!    `services`, `running_on`, the manifests) is written only when it
+//!    changed.
+//!
+//! Every change of an observed object on the cluster wakes its application
+//! at once (a deleted Deployment is back within the watch latency); a slow
+//! resync (`resync`, default 60 s) is the safety net.
+//!
+//! # Errors (unlike Krake's "FAILED at the first exception")
+//!
+//! - A cluster that cannot be reached, times out or answers 5xx/429: state
+//!   DEGRADED with reason CLUSTER_NOT_REACHABLE and the cause, retried with
+//!   the controller's per-key exponential backoff.
+//! - A manifest the cluster refuses (400, 403, 404 such as a missing
+//!   namespace, 409, 422): FAILED with KUBERNETES_ERROR and the cluster's
+//!   own message. A kind the cluster does not serve: FAILED with
+//!   UNSUPPORTED_RESOURCE; a custom resource definition that cannot be read:
+//!   INVALID_CUSTOM_RESOURCE; a resource without apiVersion, kind or name:
+//!   INVALID_RESOURCE.
+//! - Krake API failures: retried with backoff, nothing written.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use krake_client::{Api, Client};
+use krake_data::Timestamp;
+use krake_data::kinds::kubernetes::{
+    Application, ApplicationState, ApplicationStatus, Cluster, ManifestResource,
+};
+use krake_data::{Reason, ReasonCode, ResourceRef};
+use kube::api::DynamicObject;
+use serde_json::Value;
+
+use crate::action::Action;
+use crate::kubernetes::cluster_client::{
+    ClusterClient, ClusterClients, KubeError, ResolvedKind, fingerprint,
+};
+use crate::kubernetes::health::{application_health, service_endpoint, workload_health};
+use crate::kubernetes::observation::{Observations, Observed};
+use crate::kubernetes::observer_schema::{self, ResourceId};
+use crate::object_key::ObjectKey;
+use crate::store::Store;
+use crate::work_queue::Attempt;
+
+/// The finalizer of the application controller (Krake's name).
+pub const FINALIZER: &str = "kubernetes_resources_deletion";
+
+/// The seam for hooks (`complete`, `shutdown`) and TOSCA/CSAR translation:
+/// what turns an application into the manifest applied to its cluster. The
+/// default ([`PlainManifest`]) applies `spec.manifest` as it is.
+pub trait ApplicationExtensions: Send + Sync + std::fmt::Debug {
+    /// The manifest to apply for `app`, and the observer schema entries to
+    /// add for what it added (Krake's mangling hooks). `Err` is a message
+    /// for INVALID_TOSCA_MANIFEST.
+    fn desired_manifest(&self, app: &Application) -> Result<DesiredManifest, String>;
+}
+
+/// What [`ApplicationExtensions::desired_manifest`] returns.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DesiredManifest {
+    /// The resources to apply.
+    pub manifest: Vec<ManifestResource>,
+    /// Extra custom observer schema entries (for resources or fields the
+    /// extension added).
+    pub observer_schema: Vec<ManifestResource>,
+}
+
+/// `spec.manifest` as it is; TOSCA and CSAR applications are refused with
+/// INVALID_TOSCA_MANIFEST until translation is built.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PlainManifest;
+
+impl ApplicationExtensions for PlainManifest {
+    fn desired_manifest(&self, app: &Application) -> Result<DesiredManifest, String> {
+        if app.spec.manifest.is_empty() && (!app.spec.tosca.is_empty() || app.spec.csar.is_some()) {
+            return Err(
+                "TOSCA and CSAR applications are not supported by this controller yet".into(),
+            );
+        }
+        Ok(DesiredManifest {
+            manifest: app.spec.manifest.clone(),
+            observer_schema: Vec::new(),
+        })
+    }
+}
+
+/// Why a reconcile step failed; the application is tried again with
+/// backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplicationError {
+    /// A request to the Krake API failed.
+    #[error("krake api: {0}")]
+    Api(#[from] krake_client::Error),
+    /// The cluster could not be reached (the status says DEGRADED).
+    #[error("{0}")]
+    Cluster(KubeError),
+    /// The application's cluster is not known (yet).
+    #[error("the cluster {0} does not exist")]
+    MissingCluster(String),
+}
+
+/// `metadata.modified` after our own write, and before it.
+pub(crate) type OwnWrite = (Option<Timestamp>, Option<Timestamp>);
+
+/// What the reconciles share.
+#[derive(Debug)]
+pub(crate) struct Context {
+    pub client: Client,
+    pub clusters: Store<Cluster>,
+    pub clients: Arc<ClusterClients>,
+    pub observations: Observations,
+    pub extensions: Arc<dyn ApplicationExtensions>,
+    pub resync: Duration,
+    /// `metadata.modified` our own finalizer push produced, per application,
+    /// with the `modified` before it: that change is not the user's, so it
+    /// needs no new hand-off from the scheduler.
+    pub own_writes: Mutex<HashMap<ObjectKey, OwnWrite>>,
+}
+
+/// One application.
+pub(crate) async fn reconcile(
+    app: Arc<Application>,
+    cx: Arc<Context>,
+) -> Result<Action, ApplicationError> {
+    let key = ObjectKey::of(app.as_ref());
+    if app.metadata.is_deleted() {
+        if app.metadata.finalizers.last().map(String::as_str) == Some(FINALIZER) {
+            return cleanup(&app, &cx).await;
+        }
+        if !app.metadata.finalizers.iter().any(|f| f == FINALIZER) {
+            cx.observations.release(&key, None);
+        }
+        return Ok(Action::await_change());
+    }
+    if !accepted(&app, &cx) {
+        return Ok(Action::await_change());
+    }
+    let Some(target) = app.status.scheduled_to.clone() else {
+        return Ok(Action::await_change());
+    };
+    let app = if app.metadata.finalizers.iter().any(|f| f == FINALIZER) {
+        app
+    } else {
+        let mut updated = (*app).clone();
+        updated.metadata.finalizers.push(FINALIZER.to_owned());
+        let updated = apps(&app, &cx).update(&updated).await?;
+        if let Ok(mut own) = cx.own_writes.lock() {
+            own.insert(
+                key.clone(),
+                (updated.metadata.modified, app.metadata.modified),
+            );
+        }
+        Arc::new(updated)
+    };
+    match &app.status.running_on {
+        Some(old) if !same_cluster(old, &target) => migrate(&app, &cx, old.clone(), target).await,
+        _ => run_on(&app, &cx, &target, None).await,
+    }
+}
+
+/// Krake's hand-off rule, plus: our own finalizer push is not a user change;
+/// a FAILED application changed after it failed is taken again.
+fn accepted(app: &Application, cx: &Context) -> bool {
+    let triggered = app.status.kube_controller_triggered;
+    let modified = app.metadata.modified;
+    if app.status.state == ApplicationState::Failed {
+        return triggered.is_none_or(|t| Some(t) < modified);
+    }
+    if triggered.is_some() && triggered >= modified {
+        return true;
+    }
+    let key = ObjectKey::of(app);
+    cx.own_writes
+        .lock()
+        .ok()
+        .and_then(|own| own.get(&key).copied())
+        .is_some_and(|(ours, before)| {
+            ours == modified && triggered.is_some() && triggered >= before
+        })
+}
+
+fn same_cluster(a: &ResourceRef, b: &ResourceRef) -> bool {
+    a.name == b.name && a.namespace == b.namespace && a.kind == b.kind
+}
+
+fn apps(app: &Application, cx: &Context) -> Api<Application> {
+    match app.metadata.namespace.as_deref() {
+        Some(namespace) => Api::namespaced(cx.client.clone(), namespace),
+        None => Api::all(cx.client.clone()),
+    }
+}
+
+fn cluster_key(cluster: &ResourceRef) -> ObjectKey {
+    ObjectKey::new(cluster.namespace.as_deref(), &cluster.name)
+}
+
+/// The cluster `reference` names and its client.
+async fn connect(
+    cx: &Context,
+    reference: &ResourceRef,
+) -> Result<(Arc<Cluster>, ClusterClient), ApplicationError> {
+    let key = cluster_key(reference);
+    let cluster = cx
+        .clusters
+        .get(key.namespace.as_deref(), &key.name)
+        .ok_or_else(|| ApplicationError::MissingCluster(reference.name.clone()))?;
+    let client = cx
+        .clients
+        .get(&key, &cluster.spec.kubeconfig)
+        .await
+        .map_err(ApplicationError::Cluster)?;
+    Ok((cluster, client))
+}
+
+/// One manifest resource, resolved on a cluster.
+struct Planned {
+    id: ResourceId,
+    kind: ResolvedKind,
+    namespace: String,
+    schema: ManifestResource,
+    desired: ManifestResource,
+}
+
+/// The outcome of a step that may end the application in a state.
+enum Outcome {
+    /// Done; the status to write.
+    Done(Box<ApplicationStatus>),
+    /// A permanent failure: FAILED with this reason.
+    Failed(Reason),
+}
+
+/// Reconciles `app` on `target`. With `leaving`, the application migrates
+/// from that cluster: its resources there are deleted once `target` has
+/// them.
+async fn run_on(
+    app: &Arc<Application>,
+    cx: &Context,
+    target: &ResourceRef,
+    leaving: Option<&ResourceRef>,
+) -> Result<Action, ApplicationError> {
+    let outcome = match apply_on(app, cx, target, leaving).await {
+        Ok(outcome) => outcome,
+        Err(ApplicationError::Cluster(err)) if !err.is_transient() => {
+            Outcome::Failed(failure_reason(&err))
+        }
+        Err(err) => {
+            degrade(app, cx, &err).await?;
+            return Err(err);
+        }
+    };
+    match outcome {
+        Outcome::Done(status) => {
+            write_status(app, cx, *status).await?;
+            Ok(Action::requeue(cx.resync))
+        }
+        Outcome::Failed(reason) => {
+            tracing::info!(
+                application = %app.metadata.name,
+                reason = %reason.message,
+                "application failed"
+            );
+            let mut status = app.status.clone();
+            status.state = ApplicationState::Failed;
+            status.reason = Some(reason);
+            status.kube_controller_triggered = Some(Timestamp::now());
+            write_status(app, cx, status).await?;
+            Ok(Action::await_change())
+        }
+    }
+}
+
+/// The reason of a permanent failure.
+fn failure_reason(err: &KubeError) -> Reason {
+    let code = match err {
+        KubeError::UnsupportedResource(_) => ReasonCode::UnsupportedResource,
+        KubeError::InvalidCustomResource(_) => ReasonCode::InvalidCustomResource,
+        KubeError::InvalidResource(_) => ReasonCode::InvalidResource,
+        _ => ReasonCode::KubernetesError,
+    };
+    Reason::new(code, err.to_string())
+}
+
+/// Shows a transient failure: DEGRADED with the reason (written only when
+/// it changed).
+async fn degrade(
+    app: &Arc<Application>,
+    cx: &Context,
+    err: &ApplicationError,
+) -> Result<(), ApplicationError> {
+    let message = match err {
+        ApplicationError::Api(_) => return Ok(()),
+        ApplicationError::Cluster(err) => err.to_string(),
+        ApplicationError::MissingCluster(_) => err.to_string(),
+    };
+    let mut status = app.status.clone();
+    status.state = ApplicationState::Degraded;
+    status.reason = Some(Reason::new(ReasonCode::ClusterNotReachable, message));
+    write_status(app, cx, status).await
+}
+
+/// Writes `status` if it differs from the application's.
+async fn write_status(
+    app: &Arc<Application>,
+    cx: &Context,
+    status: ApplicationStatus,
+) -> Result<(), ApplicationError> {
+    if status == app.status {
+        return Ok(());
+    }
+    let mut updated = (**app).clone();
+    updated.status = status;
+    apps(app, cx).status(&updated).await?;
+    Ok(())
+}
+
+/// Resolves every resource of `manifest` on `client`'s cluster.
+async fn plan(
+    client: &ClusterClient,
+    cluster: &Cluster,
+    manifest: &[ManifestResource],
+    schemas: &[ManifestResource],
+) -> Result<Vec<Planned>, KubeError> {
+    let mut planned = Vec::with_capacity(manifest.len());
+    for (desired, schema) in manifest.iter().zip(schemas) {
+        let id = ResourceId::of(desired).ok_or_else(|| {
+            KubeError::InvalidResource(
+                "a resource without apiVersion, kind or metadata.name".into(),
+            )
+        })?;
+        let kind = client
+            .resolve(&id.api_version, &id.kind, &cluster.spec.custom_resources)
+            .await?;
+        let namespace = id
+            .namespace
+            .clone()
+            .unwrap_or_else(|| client.default_namespace().to_owned());
+        planned.push(Planned {
+            id,
+            kind,
+            namespace,
+            schema: schema.clone(),
+            desired: desired.clone(),
+        });
+    }
+    Ok(planned)
+}
+
+/// The desired state of `app` on `target` applied; the new status.
+async fn apply_on(
+    app: &Arc<Application>,
+    cx: &Context,
+    target: &ResourceRef,
+    leaving: Option<&ResourceRef>,
+) -> Result<Outcome, ApplicationError> {
+    let desired = match cx.extensions.desired_manifest(app) {
+        Ok(desired) => desired,
+        Err(message) => {
+            return Ok(Outcome::Failed(Reason::new(
+                ReasonCode::InvalidToscaManifest,
+                message,
+            )));
+        }
+    };
+    let (cluster, client) = connect(cx, target).await?;
+    let key = ObjectKey::of(app.as_ref());
+    let target_key = cluster_key(target);
+    let mut custom = app.spec.observer_schema.clone();
+    custom.extend(desired.observer_schema);
+    let schemas = observer_schema::schemas_for(&desired.manifest, &custom);
+    let mut last_applied = observer_schema::last_applied(
+        &desired.manifest,
+        &schemas,
+        &app.status.last_applied_manifest,
+    );
+    let planned = plan(&client, &cluster, &last_applied, &schemas)
+        .await
+        .map_err(ApplicationError::Cluster)?;
+    let observed: Vec<Observed<'_>> = planned
+        .iter()
+        .map(|p| Observed {
+            resource: &p.kind,
+            namespace: &p.namespace,
+            name: &p.id.name,
+        })
+        .collect();
+    let mut live = cx
+        .observations
+        .observe(
+            &target_key,
+            fingerprint(&cluster.spec.kubeconfig),
+            &client,
+            &key,
+            &observed,
+        )
+        .await
+        .map_err(ApplicationError::Cluster)?;
+
+    // What to apply: missing on the cluster, or drifted in an observed field.
+    let mut fresh = vec![false; planned.len()];
+    let mut to_apply = Vec::new();
+    for (index, p) in planned.iter().enumerate() {
+        match &live[index] {
+            None => to_apply.push(index),
+            Some(object) => {
+                let value = object_value(object);
+                let seen = observer_schema::observe(&p.schema, &value);
+                if let Some(drift) = observer_schema::drift(&p.schema, &p.desired, &seen) {
+                    tracing::info!(
+                        application = %app.metadata.name,
+                        resource = %p.id,
+                        drift = %drift,
+                        "resource drifted; applying"
+                    );
+                    to_apply.push(index);
+                }
+            }
+        }
+    }
+    // What to delete: applied before, no longer in the manifest.
+    let current: HashSet<ResourceId> = planned.iter().map(|p| p.id.clone()).collect();
+    let removed: Vec<ManifestResource> = app
+        .status
+        .last_applied_manifest
+        .iter()
+        .filter(|r| ResourceId::of(r).is_some_and(|id| !current.contains(&id)))
+        .cloned()
+        .collect();
+
+    let mut status = app.status.clone();
+    if !to_apply.is_empty() || !removed.is_empty() || leaving.is_some() {
+        let state = if leaving.is_some() {
+            ApplicationState::Migrating
+        } else if app.status.running_on.is_none() {
+            ApplicationState::Creating
+        } else {
+            ApplicationState::Reconciling
+        };
+        if status.state != state {
+            let mut interim = app.status.clone();
+            interim.state = state;
+            write_status(app, cx, interim.clone()).await?;
+            status = interim;
+        }
+    }
+    for index in to_apply {
+        let p = &planned[index];
+        let object = client
+            .apply(&p.kind, &p.namespace, &last_applied[index])
+            .await
+            .map_err(ApplicationError::Cluster)?;
+        let value = object_value(&object);
+        observer_schema::fill_from_live(&mut last_applied[index], &p.schema, &value);
+        live[index] = Some(Arc::new(object));
+        fresh[index] = true;
+    }
+    if !removed.is_empty() {
+        let old = plan(&client, &cluster, &removed, &removed)
+            .await
+            .map_err(ApplicationError::Cluster);
+        match old {
+            Ok(old) => {
+                for p in old {
+                    client
+                        .delete(&p.kind, &p.namespace, &p.id.name)
+                        .await
+                        .map_err(ApplicationError::Cluster)?;
+                }
+            }
+            // A kind the cluster no longer serves has nothing to delete.
+            Err(ApplicationError::Cluster(err)) if !err.is_transient() => {}
+            Err(err) => return Err(err),
+        }
+    }
+    if let Some(old) = leaving {
+        delete_everything(app, cx, old).await?;
+        cx.observations.release(&key, Some(&cluster_key(old)));
+    }
+
+    // The new status.
+    let values: Vec<Option<Value>> = live
+        .iter()
+        .map(|o| o.as_deref().map(object_value))
+        .collect();
+    let mut last_observed = Vec::new();
+    let mut health = Vec::new();
+    let mut services = indexmap::IndexMap::new();
+    for (index, p) in planned.iter().enumerate() {
+        let Some(value) = &values[index] else {
+            continue;
+        };
+        last_observed.push(observer_schema::observe(&p.schema, value));
+        // A workload just applied has not started yet: its health comes
+        // with the next observation.
+        if !fresh[index]
+            && let Some(h) = workload_health(value)
+        {
+            health.push(h);
+        }
+        if p.id.kind == "Service"
+            && let Some(endpoint) = service_endpoint(value, client.host())
+        {
+            services.insert(p.id.name.clone(), endpoint);
+        }
+    }
+    let (container_health, state) = application_health(health);
+    status.state = state.unwrap_or(ApplicationState::Running);
+    status.reason = None;
+    status.container_health = container_health;
+    status.services = services;
+    status.running_on = Some(target.clone());
+    status.last_applied_manifest = last_applied;
+    status.last_observed_manifest = last_observed;
+    status.mangled_observer_schema = schemas;
+    Ok(Outcome::Done(Box::new(status)))
+}
+
+/// The JSON of a live object.
+fn object_value(object: &DynamicObject) -> Value {
+    serde_json::to_value(object).unwrap_or(Value::Null)
+}
+
+/// Migration: everything applied on the new cluster first, then deleted on
+/// the old one.
+async fn migrate(
+    app: &Arc<Application>,
+    cx: &Context,
+    old: ResourceRef,
+    target: ResourceRef,
+) -> Result<Action, ApplicationError> {
+    tracing::info!(
+        application = %app.metadata.name,
+        from = %old.name,
+        to = %target.name,
+        "migrating application"
+    );
+    run_on(app, cx, &target, Some(&old)).await
+}
+
+/// Deletes every resource `app` applied on `cluster` (404 is fine; a
+/// cluster that no longer exists has nothing to delete).
+async fn delete_everything(
+    app: &Application,
+    cx: &Context,
+    cluster: &ResourceRef,
+) -> Result<(), ApplicationError> {
+    let (cluster, client) = match connect(cx, cluster).await {
+        Ok(found) => found,
+        Err(ApplicationError::MissingCluster(_)) => return Ok(()),
+        Err(err) => return Err(err),
+    };
+    let resources = if app.status.last_applied_manifest.is_empty() {
+        &app.spec.manifest
+    } else {
+        &app.status.last_applied_manifest
+    };
+    // Reverse order: a namespace or CRD of the manifest goes last.
+    for resource in resources.iter().rev() {
+        let Some(id) = ResourceId::of(resource) else {
+            continue;
+        };
+        let kind = match client
+            .resolve(&id.api_version, &id.kind, &cluster.spec.custom_resources)
+            .await
+        {
+            Ok(kind) => kind,
+            Err(err) if err.is_transient() => return Err(ApplicationError::Cluster(err)),
+            // Not served (any more): nothing of that kind to delete.
+            Err(_) => continue,
+        };
+        let namespace = id
+            .namespace
+            .clone()
+            .unwrap_or_else(|| client.default_namespace().to_owned());
+        client
+            .delete(&kind, &namespace, &id.name)
+            .await
+            .map_err(ApplicationError::Cluster)?;
+    }
+    Ok(())
+}
+
+/// Deletion: state DELETING, the resources deleted, `running_on` cleared,
+/// the finalizer popped.
+async fn cleanup(app: &Arc<Application>, cx: &Context) -> Result<Action, ApplicationError> {
+    let key = ObjectKey::of(app.as_ref());
+    let mut current = (**app).clone();
+    if current.status.state != ApplicationState::Deleting {
+        current.status.state = ApplicationState::Deleting;
+        current = apps(app, cx).status(&current).await?;
+    }
+    if let Some(running_on) = current.status.running_on.clone() {
+        if let Err(err) = delete_everything(&current, cx, &running_on).await {
+            if let ApplicationError::Cluster(cause) = &err {
+                let mut status = current.status.clone();
+                status.reason = Some(Reason::new(ReasonCode::DeleteFailed, cause.to_string()));
+                write_status(&Arc::new(current.clone()), cx, status).await?;
+            }
+            return Err(err);
+        }
+        current.status.running_on = None;
+        current.status.reason = None;
+        current = apps(app, cx).status(&current).await?;
+    }
+    cx.observations.release(&key, None);
+    if let Ok(mut own) = cx.own_writes.lock() {
+        own.remove(&key);
+    }
+    if current.metadata.finalizers.last().map(String::as_str) == Some(FINALIZER) {
+        current.metadata.finalizers.pop();
+        apps(app, cx).update(&current).await?;
+    }
+    Ok(Action::await_change())
+}
+
+/// After a failed step: the queue's exponential backoff.
+pub(crate) fn error_policy(
+    app: Arc<Application>,
+    error: &ApplicationError,
+    attempt: Attempt,
+    _: Arc<Context>,
+) -> Action {
+    tracing::warn!(
+        namespace = app.metadata.namespace.as_deref().unwrap_or(""),
+        application = %app.metadata.name,
+        retries = attempt.retries,
+        error = %error,
+        "application step failed; trying again"
+    );
+    Action::await_change()
+}
