@@ -1,8 +1,9 @@
 //! Validation rules of every kind, with Krake's messages.
 //!
 //! The first tests replay the 422 responses captured from Krake (see
-//! `shared/wire/exchanges/`) and compare the exact `detail` text; the rest
-//! cover each rule with its field path and message.
+//! `krake-testkit/wire/exchanges/`, [`krake_testkit::wire::exchange`]) and
+//! compare the exact `detail` text; the rest cover each rule with its field
+//! path and message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use krake_data::registry::{self, KindInfo, ParseMode};

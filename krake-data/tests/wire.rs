@@ -1,34 +1,20 @@
 //! Golden tests against traffic captured from a running Krake 1.0.1.
 //!
-//! Every JSON file under `shared/wire/objects/` (beside the repository, or
-//! `$KRAKE_WIRE_DIR`) is read into its kind through the registry and written
-//! back; the result must equal the input as a JSON value. New files are picked
-//! up without code changes. The captured watch streams are checked the same
-//! way, line by line.
+//! Every JSON file of the captured objects ([`krake_testkit::wire::objects`])
+//! is read into its kind through the registry and written back; the result
+//! must equal the input as a JSON value. New files are picked up without
+//! code changes. The captured watch streams
+//! ([`krake_testkit::wire::watch_stream`]) are checked the same way, line by
+//! line.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-
-use std::fs;
-use std::path::{Path, PathBuf};
 
 use krake_data::registry::{self, ParseMode};
 use krake_data::{WatchEvent, WatchEventType};
+use krake_testkit::wire;
 use serde_json::Value;
 
 /// The kinds of the registry that Krake does not have (so no captured traffic).
 const BEYOND_KRAKE: &[&str] = &["Lease"];
-
-fn wire_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("KRAKE_WIRE_DIR") {
-        return PathBuf::from(dir);
-    }
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/wire");
-    assert!(
-        dir.is_dir(),
-        "the captured Krake traffic is missing: expected {} (set KRAKE_WIRE_DIR to its folder)",
-        dir.display()
-    );
-    dir
-}
 
 /// Reads an object through its kind's registry entry and checks it comes back equal.
 fn round_trip_object(object: &Value, origin: &str) {
@@ -49,20 +35,16 @@ fn round_trip_object(object: &Value, origin: &str) {
 
 #[test]
 fn every_captured_object_round_trips() {
-    let dir = wire_dir().join("objects");
-    let mut files: Vec<_> = fs::read_dir(&dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "no JSON files in {}", dir.display());
+    let objects: Vec<_> = wire::objects().collect::<Result<_, _>>().unwrap();
+    assert!(
+        !objects.is_empty(),
+        "no JSON files in {}",
+        wire::dir().display()
+    );
 
     let mut kinds_seen = std::collections::BTreeSet::new();
-    for path in &files {
+    for (path, value) in objects {
         let origin = path.file_name().unwrap().to_string_lossy().into_owned();
-        let text = fs::read_to_string(path).unwrap();
-        let value: Value = serde_json::from_str(&text).unwrap();
         let kind = value["kind"].as_str().unwrap().to_owned();
         let api = value["api"].as_str().unwrap().to_owned();
         // The file name starts with the kind it holds.
@@ -101,8 +83,8 @@ fn every_captured_object_round_trips() {
 
 #[test]
 fn captured_watch_streams_parse_and_round_trip() {
-    for name in ["watch-ns.ndjson", "watch-all.ndjson"] {
-        let text = fs::read_to_string(wire_dir().join(name)).unwrap();
+    for name in ["watch-ns", "watch-all"] {
+        let text = wire::watch_stream(name).unwrap();
         let mut events = 0;
         let mut heartbeats = 0;
         for (number, line) in text.split('\n').enumerate() {

@@ -416,12 +416,11 @@ mod tests {
     /// do not validate take the general path.
     #[test]
     fn the_fast_create_path_stores_what_the_general_path_stores() {
-        let folder = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/wire/objects");
         let mut compared = 0;
-        for entry in std::fs::read_dir(folder).unwrap() {
-            let path = entry.unwrap().path();
+        for object in krake_testkit::wire::objects() {
+            let (path, value) = object.unwrap();
+            // The file's own bytes, as a client would send them.
             let body = std::fs::read(&path).unwrap();
-            let value: Value = serde_json::from_slice(&body).unwrap();
             let (Some(api), Some(kind)) = (value["api"].as_str(), value["kind"].as_str()) else {
                 continue;
             };
