@@ -51,7 +51,7 @@ use krake_data::kinds::kubernetes::Application;
 use krake_data::registry::Resource;
 use krake_store::ListOptions;
 use krake_store::etcd::{EtcdOptions, EtcdStore};
-use krake_store::testing::etcd::EtcdProcess;
+use krake_testkit::etcd::EtcdProcess;
 use reqwest::header::CONTENT_TYPE;
 use serde_json::{Value, json};
 
@@ -170,7 +170,7 @@ async fn creates_against_etcd_puts(plan: &Plan, http: &reqwest::Client) {
         .await
         .expect("connect to etcd");
     let server =
-        TestServer::start(Arc::new(store), ApiConfig::default(), Backing::Etcd(etcd)).await;
+        TestServer::start(Arc::new(store), ApiConfig::default(), Backing::Other(Box::new(etcd))).await;
     let url = Arc::new(format!("{}{APPS}", server.url()));
 
     post_ok(http, &url, &application_body("template")).await;

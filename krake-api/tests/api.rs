@@ -156,7 +156,7 @@ macro_rules! on_both_stores {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    let server = krake_api::testing::TestServer::etcd().await;
+                    let server = krake_testkit::server::etcd_server().await;
                     super::$name(server).await;
                 }
             )*

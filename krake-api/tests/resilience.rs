@@ -23,7 +23,7 @@ fn app_body(name: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_down_gives_503_quickly_then_recovers() {
-    let mut server = TestServer::etcd().await;
+    let mut server = krake_testkit::server::etcd_server().await;
     let http = reqwest::Client::new();
     let url = server.url();
     let created = http
@@ -41,7 +41,7 @@ async fn etcd_down_gives_503_quickly_then_recovers() {
         .unwrap();
     let mut watch_body = watch.bytes_stream();
 
-    server.etcd_process().unwrap().stop();
+    krake_testkit::server::etcd_of(&mut server).unwrap().stop();
     for (method, path, body) in [
         (reqwest::Method::GET, format!("{APPS}/a"), None),
         (reqwest::Method::GET, APPS.to_owned(), None),
@@ -79,7 +79,7 @@ async fn etcd_down_gives_503_quickly_then_recovers() {
     let health = http.get(format!("{url}/healthz")).send().await.unwrap();
     assert_eq!(health.status(), StatusCode::OK);
 
-    server.etcd_process().unwrap().start_again().await.unwrap();
+    krake_testkit::server::etcd_of(&mut server).unwrap().start_again().await.unwrap();
     let mut recovered = false;
     for _ in 0..100 {
         let response = http.get(format!("{url}{APPS}/a")).send().await.unwrap();
@@ -170,7 +170,7 @@ async fn resume_from_compacted_history_is_410_on_embedded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_from_compacted_history_is_410_on_etcd() {
-    let mut server = TestServer::etcd().await;
+    let mut server = krake_testkit::server::etcd_server().await;
     let http = reqwest::Client::new();
     let url = server.url();
     let mut last = 0;
@@ -190,7 +190,7 @@ async fn resume_from_compacted_history_is_410_on_etcd() {
             .parse()
             .unwrap();
     }
-    server.etcd_process().unwrap().compact(last).await.unwrap();
+    krake_testkit::server::etcd_of(&mut server).unwrap().compact(last).await.unwrap();
     let response = http
         .get(format!("{url}{APPS}?watch&resource_version=2"))
         .send()

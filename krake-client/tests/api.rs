@@ -198,6 +198,6 @@ async fn every_operation_on_the_embedded_store() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_operation_on_etcd() {
-    let server = TestServer::etcd().await;
+    let server = krake_testkit::server::etcd_server().await;
     exercise(&server.url()).await;
 }

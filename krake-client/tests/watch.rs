@@ -18,7 +18,7 @@ use krake_client::{Api, Backoff, Client, DeleteParams, ListParams, WatchConfig, 
 use krake_data::kinds::kubernetes::Application;
 use krake_store::embedded::EmbeddedStore;
 use krake_store::etcd::{EtcdOptions, EtcdStore};
-use krake_store::testing::etcd::EtcdProcess;
+use krake_testkit::etcd::EtcdProcess;
 use support::{RestartableServer, app};
 
 type Events = Pin<Box<dyn Stream<Item = krake_client::Result<WatchEvent<Application>>> + Send>>;
@@ -423,7 +423,7 @@ async fn without_resume_support_every_reconnect_relists() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn label_selected_watches_see_only_matching_objects() {
-    let server = krake_api::testing::TestServer::etcd().await;
+    let server = krake_testkit::server::etcd_server().await;
     let apps = apps_of(&server.url());
     apps.create(&app("web1", &[("tier", "web")])).await.unwrap();
     apps.create(&app("db1", &[("tier", "db")])).await.unwrap();

@@ -626,7 +626,7 @@ async fn nothing_is_written_until_the_collector_leads() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cascade_works_against_an_etcd_backed_api() {
-    let server = TestServer::etcd().await;
+    let server = krake_testkit::server::etcd_server().await;
     let client = Client::new(&server.url()).unwrap();
     let apis = Apis::new(&client);
     apis.cascade(&[]).await;

@@ -501,7 +501,7 @@ async fn never_two_leaders_on_the_embedded_store() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn never_two_leaders_on_etcd() {
-    let server = TestServer::etcd().await;
+    let server = krake_testkit::server::etcd_server().await;
     never_two_leaders(&server).await;
 }
 

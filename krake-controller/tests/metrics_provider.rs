@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use indexmap::IndexMap;
 use krake_controller::metrics_provider::{MetricsProviders, ProviderError, ProvidersConfig};
 use krake_controller::testing::Behaviour;
-use krake_controller::testing::exporter::Exporter;
+use krake_testkit::prometheus::Exporter;
 use krake_controller::testing::influx::FakeInflux;
 use krake_controller::testing::ksql::FakeKsql;
-use krake_controller::testing::prometheus::PrometheusProcess;
+use krake_testkit::prometheus::PrometheusProcess;
 use krake_data::kinds::core::{
     InfluxSpec, KafkaSpec, MetricsProviderSpec, PrometheusSpec, StaticSpec,
 };

@@ -212,7 +212,7 @@ async fn store_follows_creates_updates_and_deletes_on_embedded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_follows_creates_updates_and_deletes_on_etcd() {
-    store_follows_the_server(TestServer::etcd().await).await;
+    store_follows_the_server(krake_testkit::server::etcd_server().await).await;
 }
 
 // ---------------------------------------------------------------------------
@@ -251,7 +251,7 @@ async fn relists_on_410(mut server: TestServer, compact_etcd: bool) {
     keep.metadata.labels.insert("changed".into(), "yes".into());
     direct.update(&keep).await.unwrap();
     if compact_etcd {
-        let etcd = server.etcd_process().expect("an etcd server");
+        let etcd = krake_testkit::server::etcd_of(&mut server).expect("an etcd server");
         let revision = etcd.revision().await.unwrap();
         etcd.compact(revision).await.unwrap();
     }
@@ -302,7 +302,7 @@ async fn forced_410_relists_to_the_servers_view_on_etcd() {
         watch_replay_buffer: 2,
         ..ApiConfig::default()
     };
-    relists_on_410(TestServer::etcd_with(config).await, true).await;
+    relists_on_410(krake_testkit::server::etcd_server_with(config).await, true).await;
 }
 
 // ---------------------------------------------------------------------------
@@ -400,7 +400,7 @@ async fn subscribers_share_one_watch_per_kind_namespace_and_selector_on_embedded
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribers_share_one_watch_per_kind_namespace_and_selector_on_etcd() {
-    subscribers_share_watches(TestServer::etcd().await).await;
+    subscribers_share_watches(krake_testkit::server::etcd_server().await).await;
 }
 
 // ---------------------------------------------------------------------------

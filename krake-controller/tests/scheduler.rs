@@ -895,8 +895,8 @@ async fn cloud_metrics_failures_mark_the_cloud() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn applications_follow_live_metrics_from_a_real_prometheus() {
-    use krake_controller::testing::exporter::Exporter;
-    use krake_controller::testing::prometheus::PrometheusProcess;
+    use krake_testkit::prometheus::Exporter;
+    use krake_testkit::prometheus::PrometheusProcess;
 
     let exporter = Exporter::start().await.unwrap();
     exporter.set("green_energy_a", 10.0);

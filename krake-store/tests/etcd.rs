@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::StreamExt;
 use krake_store::etcd::{EtcdOptions, EtcdStore};
-use krake_store::testing::etcd::{EtcdProcess, etcd_client};
 use krake_store::{EventKind, EventStream, ListOptions, Store, StoreError, StoreEvent};
+use krake_testkit::etcd::{EtcdProcess, etcd_client};
 
 /// A fresh etcd and a store on it.
 async fn etcd_and_store(options: EtcdOptions) -> (EtcdProcess, EtcdStore) {
@@ -42,29 +42,6 @@ fn json(text: &'static str) -> Bytes {
 
 fn is_unavailable<T: std::fmt::Debug>(result: &Result<T, StoreError>) -> bool {
     matches!(result, Err(StoreError::Unavailable { .. }))
-}
-
-#[tokio::test]
-async fn etcd_starts_and_restarts_quickly() {
-    let started = Instant::now();
-    let mut etcd = EtcdProcess::start().await.expect("etcd starts");
-    let start_time = started.elapsed();
-    let mut client = etcd.client().await.unwrap();
-    client.put("/k", "v", None).await.unwrap();
-
-    let restarted = Instant::now();
-    etcd.restart().await.expect("etcd restarts");
-    let restart_time = restarted.elapsed();
-    eprintln!("etcd started in {start_time:?}, restarted in {restart_time:?}");
-    assert!(start_time < Duration::from_secs(10), "{start_time:?}");
-
-    // Same port, same data.
-    let mut client = etcd.client().await.unwrap();
-    let response = client.get("/k", None).await.unwrap();
-    assert_eq!(response.kvs()[0].value(), b"v");
-    assert!(etcd.is_running());
-    etcd.stop();
-    assert!(!etcd.is_running());
 }
 
 #[tokio::test]
@@ -603,7 +580,7 @@ async fn compacted_revisions() {
 mod conformance {
     use krake_store::etcd::{EtcdOptions, EtcdStore};
     use krake_store::testing::conformance;
-    use krake_store::testing::etcd::EtcdProcess;
+    use krake_testkit::etcd::EtcdProcess;
 
     async fn etcd_store() -> (EtcdStore, EtcdProcess) {
         let etcd = EtcdProcess::start().await.expect("etcd starts");

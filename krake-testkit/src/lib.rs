@@ -4,6 +4,7 @@
 //! - [`etcd`]: a real `etcd` process (Debian's `etcd-server`) on a free
 //!   loopback port;
 //! - [`prometheus`]: a real `prometheus` process and an exporter;
+//! - [`server`]: krake-rs API servers over a real etcd process;
 //! - [`process`]: what both share: free ports, a child killed on drop;
 //! - [`wire`]: Krake's captured traffic (objects, exchanges, watch streams),
 //!   shipped inside this crate so a clone of the repository alone passes
@@ -25,4 +26,5 @@ pub mod etcd;
 pub mod kube;
 pub mod process;
 pub mod prometheus;
+pub mod server;
 pub mod wire;

@@ -1229,7 +1229,7 @@ async fn every_command_group_on_the_embedded_store() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_command_group_on_etcd() {
-    let server = TestServer::etcd().await;
+    let server = krake_testkit::server::etcd_server().await;
     everything(&server).await;
 }
 

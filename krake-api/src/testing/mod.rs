@@ -1,5 +1,6 @@
 //! Test helpers (feature `testing`): a real API server on a free loopback
-//! port, over the embedded store or a real etcd process.
+//! port, over the embedded store or any other store (the workspace's
+//! `krake-testkit` starts one over a real etcd process).
 //!
 //! ```no_run
 //! # async fn example() {
@@ -17,8 +18,6 @@ use std::sync::Arc;
 
 use krake_store::Store;
 use krake_store::embedded::EmbeddedStore;
-use krake_store::etcd::{EtcdOptions, EtcdStore};
-use krake_store::testing::etcd::EtcdProcess;
 use tokio::task::JoinHandle;
 
 use crate::tls::{PeerInfo, TlsListener};
@@ -29,8 +28,9 @@ use crate::{ApiConfig, ApiState, router};
 pub enum Backing {
     /// The embedded store's temporary folder.
     Embedded(tempfile::TempDir),
-    /// The etcd process.
-    Etcd(EtcdProcess),
+    /// Whatever else keeps the store alive (an etcd process, say), dropped
+    /// with the server.
+    Other(Box<dyn std::any::Any + Send + Sync>),
 }
 
 /// A fresh embedded store in a temporary folder.
@@ -67,25 +67,6 @@ pub fn short_history_store() -> (Arc<dyn Store>, Backing, ApiConfig) {
     (Arc::new(store), Backing::Embedded(dir), config)
 }
 
-/// A store over a fresh, real etcd process (Debian package `etcd-server`).
-///
-/// # Panics
-///
-/// If etcd cannot be started or reached.
-pub async fn etcd_store() -> (Arc<dyn Store>, Backing) {
-    let etcd = EtcdProcess::start()
-        .await
-        .expect("start etcd (Debian package etcd-server)");
-    let options = EtcdOptions {
-        request_timeout: std::time::Duration::from_secs(2),
-        ..EtcdOptions::default()
-    };
-    let store = EtcdStore::connect(&[etcd.endpoint()], options)
-        .await
-        .expect("connect to etcd");
-    (Arc::new(store), Backing::Etcd(etcd))
-}
-
 /// An API server serving on `127.0.0.1:<free port>` until dropped.
 #[derive(Debug)]
 pub struct TestServer {
@@ -105,17 +86,6 @@ impl TestServer {
     /// A server over a fresh embedded store.
     pub async fn embedded_with(config: ApiConfig) -> Self {
         let (store, backing) = embedded_store();
-        Self::start(store, config, backing).await
-    }
-
-    /// A server over a fresh, real etcd process with the default configuration.
-    pub async fn etcd() -> Self {
-        Self::etcd_with(ApiConfig::default()).await
-    }
-
-    /// A server over a fresh, real etcd process.
-    pub async fn etcd_with(config: ApiConfig) -> Self {
-        let (store, backing) = etcd_store().await;
         Self::start(store, config, backing).await
     }
 
@@ -183,10 +153,11 @@ impl TestServer {
         &self.state
     }
 
-    /// The etcd process, for servers over etcd.
-    pub fn etcd_process(&mut self) -> Option<&mut EtcdProcess> {
+    /// What keeps the store alive, if it is a `T` (the etcd process of a
+    /// server over etcd, to stop and start it).
+    pub fn backing_mut<T: std::any::Any>(&mut self) -> Option<&mut T> {
         match &mut self.backing {
-            Backing::Etcd(etcd) => Some(etcd),
+            Backing::Other(other) => other.downcast_mut::<T>(),
             Backing::Embedded(_) => None,
         }
     }

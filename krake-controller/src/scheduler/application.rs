@@ -208,15 +208,30 @@ fn needs_hand_off(app: &Application) -> bool {
 
 /// A successfully placed application: no reason, retries reset, out of
 /// DEGRADED and WAITING_FOR_CLUSTER_CREATION.
+/// A DEGRADED state is the scheduler's to clear only when the scheduler set
+/// it (no suitable cluster); the Kubernetes application controller's
+/// DEGRADED (unhealthy workloads, unreachable cluster) stays with its reason.
 fn settle(status: &mut ApplicationStatus, backoff_limit: i64) {
-    if matches!(
-        status.state,
-        ApplicationState::Degraded | ApplicationState::WaitingForClusterCreation
-    ) {
-        status.state = ApplicationState::Pending;
-        status.scheduled_retry = None;
+    let ours = status.scheduled_retry.is_some()
+        || status
+            .reason
+            .as_ref()
+            .is_some_and(|r| r.code == ReasonCode::NoSuitableResource);
+    match status.state {
+        ApplicationState::WaitingForClusterCreation => {
+            status.state = ApplicationState::Pending;
+            status.scheduled_retry = None;
+            status.reason = None;
+        }
+        ApplicationState::Degraded if ours => {
+            status.state = ApplicationState::Pending;
+            status.scheduled_retry = None;
+            status.reason = None;
+        }
+        ApplicationState::Degraded => {}
+        _ if ours => status.reason = None,
+        _ => {}
     }
-    status.reason = None;
     // `None` (never failed) needs no reset, and no write.
     if status.retries.is_some() {
         status.retries = Some(backoff_limit);

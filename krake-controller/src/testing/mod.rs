@@ -22,20 +22,17 @@
 //! # }
 //! ```
 //!
-//! For metrics providers ([`crate::metrics_provider`]): [`prometheus`] starts a
-//! real Prometheus, [`exporter`] serves metrics for it to scrape, and
-//! [`ksql`] and [`influx`] are in-process fakes of KSQL and InfluxDB 2 that
+//! For metrics providers ([`crate::metrics_provider`]): [`ksql`] and
+//! [`influx`] are in-process fakes of KSQL and InfluxDB 2 that
 //! record what they are asked and can fail or hang ([`Behaviour`]).
 //!
 //! The fake serves over real loopback sockets, so use it in tests on real
 //! time (short durations); tokio's paused time (`start_paused = true`) is
 //! for tests of the pure stages ([`crate::work_queue`], backoff, timers).
 
-pub mod exporter;
 mod fake_backend;
 pub mod influx;
 pub mod ksql;
-pub mod prometheus;
 mod server;
 
 pub use fake_backend::{Behaviour, RecordedRequest};
