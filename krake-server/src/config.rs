@@ -193,13 +193,18 @@ pub struct ControllersSection {
     pub gc: ControllerSettings,
     /// The scheduler.
     pub scheduler: ControllerSettings,
+    /// The Kubernetes application controller.
+    pub kubernetes_application: ControllerSettings,
+    /// The Kubernetes cluster controller.
+    pub kubernetes_cluster: ControllerSettings,
     /// Active-passive replicas of krake-server (each controller elects its
     /// own leader through a Lease).
     pub leader_election: LeaderElectionSection,
 }
 
 /// The settings of one controller, as Krake's controller files name them
-/// (`garbage_collector.yaml`, `scheduler.yaml`).
+/// (`garbage_collector.yaml`, `scheduler.yaml`, `kubernetes_application.yaml`,
+/// `kubernetes_cluster.yaml`).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct ControllerSettings {
@@ -219,6 +224,185 @@ pub struct ControllerSettings {
     pub automatic_cluster_creation: AutomaticClusterCreation,
     /// Beyond Krake, scheduler: queries to metrics providers.
     pub metrics_providers: MetricsProvidersSection,
+    /// Kubernetes application controller: Krake's `complete` and `shutdown`
+    /// hooks (validated, not used yet).
+    pub hooks: Option<HooksSection>,
+    /// Kubernetes application controller: Krake's migration of applications
+    /// with volumes (validated, not used yet).
+    pub migration: Option<MigrationSection>,
+    /// Beyond Krake, Kubernetes application controller: seconds between
+    /// looks at every application even when nothing changed (default 60).
+    pub resync: Option<f64>,
+    /// Beyond Krake, Kubernetes controllers: seconds connecting to a
+    /// cluster may take (default 5).
+    pub connect_timeout: Option<f64>,
+    /// Beyond Krake, Kubernetes controllers: seconds a request to a cluster
+    /// (not a watch) may wait for its answer (default 20).
+    pub request_timeout: Option<f64>,
+    /// Beyond Krake, Kubernetes application controller: seconds a cluster
+    /// may take to list the objects of a kind before the application shows
+    /// DEGRADED (default 20).
+    pub list_timeout: Option<f64>,
+    /// Kubernetes cluster controller: seconds between Krake's looks at a
+    /// cluster's Nodes, in some Krake versions of `kubernetes_cluster.yaml`.
+    /// Accepted so those files load, and ignored: krake-rs watches the
+    /// Nodes, so a change shows within the watch's latency, not a period.
+    pub poll_interval: Option<f64>,
+}
+
+/// Krake's `hooks` of `kubernetes_application.yaml`.
+///
+/// Accepted and checked as Krake checks them, so Krake's files load, but
+/// not used yet: the hooks themselves are a separate piece of work, and
+/// until then applications that ask for them are deployed without them.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct HooksSection {
+    /// The `complete` hook: applications report that they finished.
+    pub complete: Option<HookSection>,
+    /// The `shutdown` hook: applications shut down gracefully before they
+    /// are deleted or migrated.
+    pub shutdown: Option<HookSection>,
+}
+
+/// One hook of [`HooksSection`], Krake's keys.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct HookSection {
+    /// The user of the hook's certificate (`system:complete-hook`,
+    /// `system:shutdown-hook`).
+    pub hook_user: Option<String>,
+    /// The intermediate CA that signs the hook's certificates (required).
+    pub intermediate_src: Option<PathBuf>,
+    /// The intermediate CA's key (required).
+    pub intermediate_key_src: Option<PathBuf>,
+    /// Where the certificates are mounted in the application's containers.
+    pub cert_dest: Option<String>,
+    /// The environment variable holding the hook's token.
+    pub env_token: Option<String>,
+    /// The environment variable holding the hook's URL.
+    pub env_url: Option<String>,
+    /// The API's URL as the applications reach it (an http or https URL
+    /// with a host; default: `api_endpoint`).
+    pub external_endpoint: Option<String>,
+    /// Shutdown: seconds the application has to shut down (more than 0,
+    /// default 30).
+    pub timeout: Option<f64>,
+    /// Shutdown: what happens when it does not (`delete` or `give_up`,
+    /// default `delete`).
+    pub failure_strategy: Option<String>,
+    /// Shutdown: how many times it is asked again (0 or more, default 0).
+    pub failure_retry_count: Option<i64>,
+}
+
+/// Krake's `migration` of `kubernetes_application.yaml` (validated, not
+/// used yet: applications with volumes migrate without copying them).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct MigrationSection {
+    /// Retries of a failed copy of volumes.
+    pub retry: MigrationRetry,
+}
+
+/// Krake's `migration.retry`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct MigrationRetry {
+    /// How many times a migration is tried (0 or more, default 10).
+    pub max: Option<i64>,
+    /// Seconds between tries, times the tries so far (0 or more, default 60).
+    pub timeout: Option<f64>,
+}
+
+impl HooksSection {
+    /// Checks the hooks as Krake does; `section` names them in errors.
+    pub fn validate(&self, section: &str) -> Result<(), ConfigError> {
+        for (name, hook) in [("complete", &self.complete), ("shutdown", &self.shutdown)] {
+            if let Some(hook) = hook {
+                hook.validate(&format!("{section}: hooks.{name}"), name == "shutdown")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl HookSection {
+    fn validate(&self, prefix: &str, shutdown: bool) -> Result<(), ConfigError> {
+        let bad = |message: String| Err(ConfigError::Unsupported(format!("{prefix}.{message}")));
+        if self.intermediate_src.is_none() {
+            return bad("intermediate_src is required".into());
+        }
+        if self.intermediate_key_src.is_none() {
+            return bad("intermediate_key_src is required".into());
+        }
+        if let Some(endpoint) = &self.external_endpoint {
+            if !http_url_with_host(endpoint) {
+                return bad(format!(
+                    "external_endpoint: {endpoint:?} (an http or https URL with a host)"
+                ));
+            }
+        }
+        let shutdown_only = [
+            ("timeout", self.timeout.is_some()),
+            ("failure_strategy", self.failure_strategy.is_some()),
+            ("failure_retry_count", self.failure_retry_count.is_some()),
+        ];
+        if !shutdown {
+            if let Some((key, _)) = shutdown_only.iter().find(|(_, set)| *set) {
+                return bad(format!("{key} is a setting of the shutdown hook only"));
+            }
+        }
+        if let Some(timeout) = self.timeout {
+            if !(timeout.is_finite() && timeout > 0.0) {
+                return bad(format!(
+                    "timeout: {timeout} (a number of seconds, more than 0)"
+                ));
+            }
+        }
+        if let Some(strategy) = &self.failure_strategy {
+            if strategy != "delete" && strategy != "give_up" {
+                return bad(format!(
+                    "failure_strategy: {strategy:?} (delete or give_up)"
+                ));
+            }
+        }
+        if let Some(count) = self.failure_retry_count {
+            if count < 0 {
+                return bad(format!("failure_retry_count: {count} (0 or more)"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl MigrationSection {
+    /// Checks the migration settings; `section` names them in errors.
+    pub fn validate(&self, section: &str) -> Result<(), ConfigError> {
+        if let Some(max) = self.retry.max {
+            if max < 0 {
+                return Err(ConfigError::Unsupported(format!(
+                    "{section}: migration.retry.max: {max} (0 or more)"
+                )));
+            }
+        }
+        if let Some(timeout) = self.retry.timeout {
+            if !(timeout.is_finite() && timeout >= 0.0) {
+                return Err(ConfigError::Unsupported(format!(
+                    "{section}: migration.retry.timeout: {timeout} (a number of seconds, zero or more)"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `text` is an `http` or `https` URL with a host (Krake's check of
+/// `external_endpoint`).
+fn http_url_with_host(text: &str) -> bool {
+    text.parse::<axum::http::Uri>().is_ok_and(|uri| {
+        matches!(uri.scheme_str(), Some("http" | "https"))
+            && uri.host().is_some_and(|host| !host.is_empty())
+    })
 }
 
 /// Krake's `automatic_cluster_creation`.
@@ -271,8 +455,9 @@ pub struct ClientTlsSection {
     pub client_key: Option<PathBuf>,
 }
 
-/// A controller's own configuration file (Krake's `garbage_collector.yaml`
-/// and `scheduler.yaml`), for `krake-server controller`.
+/// A controller's own configuration file (Krake's `garbage_collector.yaml`,
+/// `scheduler.yaml`, `kubernetes_application.yaml` and
+/// `kubernetes_cluster.yaml`), for `krake-server controller`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct ControllerFileConfig {

@@ -1,13 +1,18 @@
 //! Krake's controllers as krake-server runs them: next to the API in the
 //! server's process (through a loopback listener), or alone against a
-//! remote API (`krake-server controller <gc|scheduler>`). Either way they
-//! talk to the API over HTTP through `krake-client`, never to the store.
+//! remote API (`krake-server controller <gc|scheduler|kubernetes-application|kubernetes-cluster>`).
+//! Either way they talk to the API over HTTP through `krake-client`, never
+//! to the store.
 
 use std::path::Path;
 use std::time::Duration;
 
 use krake_client::Client;
 use krake_controller::gc::{GarbageCollector, GcConfig};
+use krake_controller::kubernetes::{
+    ApplicationController, ApplicationControllerConfig, ClientTimeouts, ClusterController,
+    ClusterControllerConfig,
+};
 use krake_controller::leader::{LeaderElector, LeaderError, LeaseConfig, unique_identity};
 use krake_controller::metrics::Metrics;
 use krake_controller::metrics_provider::ProvidersConfig;
@@ -30,6 +35,11 @@ pub enum ControllerKind {
     Gc,
     /// The scheduler (applications on clusters, clusters on clouds).
     Scheduler,
+    /// The Kubernetes application controller (applications on their
+    /// clusters).
+    KubernetesApplication,
+    /// The Kubernetes cluster controller (the state of clusters).
+    KubernetesCluster,
 }
 
 impl ControllerKind {
@@ -38,6 +48,18 @@ impl ControllerKind {
         match self {
             ControllerKind::Gc => "gc",
             ControllerKind::Scheduler => "scheduler",
+            ControllerKind::KubernetesApplication => "kubernetes-application",
+            ControllerKind::KubernetesCluster => "kubernetes-cluster",
+        }
+    }
+
+    /// What it is, in error messages.
+    pub fn description(self) -> &'static str {
+        match self {
+            ControllerKind::Gc => "garbage collector",
+            ControllerKind::Scheduler => "scheduler",
+            ControllerKind::KubernetesApplication => "Kubernetes application controller",
+            ControllerKind::KubernetesCluster => "Kubernetes cluster controller",
         }
     }
 
@@ -46,17 +68,23 @@ impl ControllerKind {
         match self {
             ControllerKind::Gc => "garbage_collector.yaml",
             ControllerKind::Scheduler => "scheduler.yaml",
+            ControllerKind::KubernetesApplication => "kubernetes_application.yaml",
+            ControllerKind::KubernetesCluster => "kubernetes_cluster.yaml",
         }
     }
 }
 
 /// A controller ready to run, with its settings.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum ControllerSpec {
     /// The garbage collector.
     Gc(GcConfig),
     /// The scheduler.
     Scheduler(SchedulerConfig),
+    /// The Kubernetes application controller.
+    KubernetesApplication(ApplicationControllerConfig),
+    /// The Kubernetes cluster controller.
+    KubernetesCluster(ClusterControllerConfig),
 }
 
 impl ControllerSpec {
@@ -65,6 +93,8 @@ impl ControllerSpec {
         match self {
             ControllerSpec::Gc(_) => ControllerKind::Gc,
             ControllerSpec::Scheduler(_) => ControllerKind::Scheduler,
+            ControllerSpec::KubernetesApplication(_) => ControllerKind::KubernetesApplication,
+            ControllerSpec::KubernetesCluster(_) => ControllerKind::KubernetesCluster,
         }
     }
 }
@@ -76,6 +106,115 @@ fn seconds(key: &str, value: f64) -> Result<Duration, ConfigError> {
             "{key}: {value} (a number of seconds, zero or more)"
         ))
     })
+}
+
+/// `value` seconds of the setting `key`, more than zero, or a one-line
+/// error.
+fn positive_seconds(key: &str, value: f64) -> Result<Duration, ConfigError> {
+    match Duration::try_from_secs_f64(value) {
+        Ok(duration) if !duration.is_zero() => Ok(duration),
+        _ => Err(ConfigError::Unsupported(format!(
+            "{key}: {value} (a number of seconds, more than 0)"
+        ))),
+    }
+}
+
+/// The first key of `settings` that `kind` does not have, with the
+/// controllers it belongs to.
+fn foreign_key(
+    kind: ControllerKind,
+    settings: &ControllerSettings,
+) -> Option<(&'static str, &'static str)> {
+    use ControllerKind::{KubernetesApplication, KubernetesCluster, Scheduler};
+    let creation = &settings.automatic_cluster_creation;
+    let providers = &settings.metrics_providers;
+    let keys: [(&str, bool, &[ControllerKind], &str); 11] = [
+        (
+            "reschedule_after",
+            settings.reschedule_after.is_some(),
+            &[Scheduler],
+            "the scheduler",
+        ),
+        (
+            "stickiness",
+            settings.stickiness.is_some(),
+            &[Scheduler],
+            "the scheduler",
+        ),
+        (
+            "automatic_cluster_creation",
+            creation.tosca_file.is_some() || creation.deletion_retention.is_some(),
+            &[Scheduler],
+            "the scheduler",
+        ),
+        (
+            "metrics_providers",
+            providers.timeout.is_some() || providers.cache_ttl.is_some(),
+            &[Scheduler],
+            "the scheduler",
+        ),
+        (
+            "hooks",
+            settings.hooks.is_some(),
+            &[KubernetesApplication],
+            "the Kubernetes application controller",
+        ),
+        (
+            "migration",
+            settings.migration.is_some(),
+            &[KubernetesApplication],
+            "the Kubernetes application controller",
+        ),
+        (
+            "resync",
+            settings.resync.is_some(),
+            &[KubernetesApplication],
+            "the Kubernetes application controller",
+        ),
+        (
+            "list_timeout",
+            settings.list_timeout.is_some(),
+            &[KubernetesApplication],
+            "the Kubernetes application controller",
+        ),
+        (
+            "connect_timeout",
+            settings.connect_timeout.is_some(),
+            &[KubernetesApplication, KubernetesCluster],
+            "the Kubernetes controllers",
+        ),
+        (
+            "request_timeout",
+            settings.request_timeout.is_some(),
+            &[KubernetesApplication, KubernetesCluster],
+            "the Kubernetes controllers",
+        ),
+        (
+            "poll_interval",
+            settings.poll_interval.is_some(),
+            &[KubernetesCluster],
+            "the Kubernetes cluster controller",
+        ),
+    ];
+    keys.iter()
+        .find(|(_, set, owners, _)| *set && !owners.contains(&kind))
+        .map(|(key, _, _, owner)| (*key, *owner))
+}
+
+/// The timeouts of the cluster clients from `connect_timeout` and
+/// `request_timeout`.
+fn client_timeouts(
+    settings: &ControllerSettings,
+    section: &str,
+) -> Result<ClientTimeouts, ConfigError> {
+    let mut timeouts = ClientTimeouts::default();
+    if let Some(value) = settings.connect_timeout {
+        timeouts.connect = positive_seconds(&format!("{section}: connect_timeout"), value)?;
+    }
+    if let Some(value) = settings.request_timeout {
+        timeouts.request = positive_seconds(&format!("{section}: request_timeout"), value)?;
+    }
+    Ok(timeouts)
 }
 
 /// The spec of `kind` from its settings; `section` names them in errors
@@ -94,29 +233,14 @@ pub fn spec(
     if let Some(debounce) = settings.debounce {
         seconds(&format!("{section}: debounce"), debounce)?;
     }
+    if let Some((key, owner)) = foreign_key(kind, settings) {
+        return Err(ConfigError::Unsupported(format!(
+            "{section}: {key} is a setting of {owner}, not of the {}",
+            kind.description()
+        )));
+    }
     match kind {
-        ControllerKind::Gc => {
-            let creation = &settings.automatic_cluster_creation;
-            let providers = &settings.metrics_providers;
-            let scheduler_only = [
-                ("reschedule_after", settings.reschedule_after.is_some()),
-                ("stickiness", settings.stickiness.is_some()),
-                (
-                    "automatic_cluster_creation",
-                    creation.tosca_file.is_some() || creation.deletion_retention.is_some(),
-                ),
-                (
-                    "metrics_providers",
-                    providers.timeout.is_some() || providers.cache_ttl.is_some(),
-                ),
-            ];
-            if let Some((key, _)) = scheduler_only.iter().find(|(_, set)| *set) {
-                return Err(ConfigError::Unsupported(format!(
-                    "{section}: {key} is a setting of the scheduler, not of the garbage collector"
-                )));
-            }
-            Ok(ControllerSpec::Gc(GcConfig { workers }))
-        }
+        ControllerKind::Gc => Ok(ControllerSpec::Gc(GcConfig { workers })),
         ControllerKind::Scheduler => {
             let mut config = SchedulerConfig {
                 workers,
@@ -155,6 +279,39 @@ pub fn spec(
             }
             config.providers = providers_config;
             Ok(ControllerSpec::Scheduler(config))
+        }
+        ControllerKind::KubernetesApplication => {
+            // Krake's hooks and migration: checked so that a wrong file
+            // fails now, not used yet (hooks are a separate piece of work).
+            if let Some(hooks) = &settings.hooks {
+                hooks.validate(section)?;
+            }
+            if let Some(migration) = &settings.migration {
+                migration.validate(section)?;
+            }
+            let mut config = ApplicationControllerConfig {
+                workers,
+                timeouts: client_timeouts(settings, section)?,
+                ..ApplicationControllerConfig::default()
+            };
+            if let Some(value) = settings.resync {
+                config.resync = positive_seconds(&format!("{section}: resync"), value)?;
+            }
+            if let Some(value) = settings.list_timeout {
+                config.list_timeout = positive_seconds(&format!("{section}: list_timeout"), value)?;
+            }
+            Ok(ControllerSpec::KubernetesApplication(config))
+        }
+        ControllerKind::KubernetesCluster => {
+            // `poll_interval` (some Krake versions) is accepted and ignored:
+            // the controller watches the Nodes of each cluster instead.
+            if let Some(value) = settings.poll_interval {
+                seconds(&format!("{section}: poll_interval"), value)?;
+            }
+            Ok(ControllerSpec::KubernetesCluster(ClusterControllerConfig {
+                workers,
+                timeouts: client_timeouts(settings, section)?,
+            }))
         }
     }
 }
@@ -314,6 +471,38 @@ impl Controllers {
                     }
                     tokio::spawn(scheduler.run(work.clone()))
                 }
+                ControllerSpec::KubernetesApplication(config) => {
+                    tracing::info!(
+                        controller = name,
+                        workers = config.workers,
+                        resync = ?config.resync,
+                        connect_timeout = ?config.timeouts.connect,
+                        request_timeout = ?config.timeouts.request,
+                        list_timeout = ?config.list_timeout,
+                        "controller started"
+                    );
+                    let mut applications = ApplicationController::new(&reflectors, config)
+                        .metrics(self.metrics.clone());
+                    if let Some(leader) = leader {
+                        applications = applications.leader(leader);
+                    }
+                    tokio::spawn(applications.run(work.clone()))
+                }
+                ControllerSpec::KubernetesCluster(config) => {
+                    tracing::info!(
+                        controller = name,
+                        workers = config.workers,
+                        connect_timeout = ?config.timeouts.connect,
+                        request_timeout = ?config.timeouts.request,
+                        "controller started"
+                    );
+                    let mut clusters =
+                        ClusterController::new(&reflectors, config).metrics(self.metrics.clone());
+                    if let Some(leader) = leader {
+                        clusters = clusters.leader(leader);
+                    }
+                    tokio::spawn(clusters.run(work.clone()))
+                }
             };
             controllers.push((name, handle));
         }
@@ -420,16 +609,149 @@ mod tests {
             config.cluster_tosca.unwrap()["tosca_definitions_version"],
             "tosca_simple_yaml_1_3"
         );
-        let defaults = spec(
+        let ControllerSpec::Scheduler(defaults) = spec(
             ControllerKind::Scheduler,
             &ControllerSettings::default(),
             "x",
         )
+        .unwrap() else {
+            panic!("not a scheduler");
+        };
+        assert_eq!(defaults, SchedulerConfig::default());
+    }
+
+    #[test]
+    fn kubernetes_settings_follow_krakes_keys() {
+        let settings: ControllerSettings = parse_yaml(
+            "worker_count: 3\ndebounce: 1.0\n\
+             hooks:\n  complete: {hook_user: system:complete-hook, intermediate_src: a.pem, intermediate_key_src: a-key.pem, \
+             cert_dest: /etc/krake_complete_certs, env_token: KRAKE_COMPLETE_TOKEN, env_url: KRAKE_COMPLETE_URL}\n  \
+             shutdown: {intermediate_src: b.pem, intermediate_key_src: b-key.pem, external_endpoint: 'https://krake:8443', \
+             timeout: 30, failure_strategy: give_up, failure_retry_count: 2}\n\
+             migration: {retry: {max: 10, timeout: 60}}\n\
+             resync: 30\nconnect_timeout: 2\nrequest_timeout: 10\nlist_timeout: 0.5\n",
+        )
         .unwrap();
-        assert_eq!(
-            defaults,
-            ControllerSpec::Scheduler(SchedulerConfig::default())
-        );
+        let ControllerSpec::KubernetesApplication(config) = spec(
+            ControllerKind::KubernetesApplication,
+            &settings,
+            "kubernetes_application.yaml",
+        )
+        .unwrap() else {
+            panic!("not the application controller");
+        };
+        assert_eq!(config.workers, 3);
+        assert_eq!(config.resync, Duration::from_secs(30));
+        assert_eq!(config.timeouts.connect, Duration::from_secs(2));
+        assert_eq!(config.timeouts.request, Duration::from_secs(10));
+        assert_eq!(config.list_timeout, Duration::from_millis(500));
+
+        let defaults = ApplicationControllerConfig::default();
+        let ControllerSpec::KubernetesApplication(config) = spec(
+            ControllerKind::KubernetesApplication,
+            &ControllerSettings::default(),
+            "x",
+        )
+        .unwrap() else {
+            panic!("not the application controller");
+        };
+        assert_eq!(config.workers, defaults.workers);
+        assert_eq!(config.resync, defaults.resync);
+        assert_eq!(config.list_timeout, defaults.list_timeout);
+        assert_eq!(config.timeouts.connect, defaults.timeouts.connect);
+
+        let settings: ControllerSettings =
+            parse_yaml("worker_count: 2\npoll_interval: 2\nrequest_timeout: 3\n").unwrap();
+        let ControllerSpec::KubernetesCluster(config) = spec(
+            ControllerKind::KubernetesCluster,
+            &settings,
+            "kubernetes_cluster.yaml",
+        )
+        .unwrap() else {
+            panic!("not the cluster controller");
+        };
+        assert_eq!(config.workers, 2);
+        assert_eq!(config.timeouts.request, Duration::from_secs(3));
+        assert_eq!(config.timeouts.connect, ClientTimeouts::default().connect);
+    }
+
+    #[test]
+    fn bad_kubernetes_settings_are_one_line_errors() {
+        let bad = |yaml: &str, kind: ControllerKind| {
+            let settings: ControllerSettings = parse_yaml(yaml).unwrap();
+            let err = spec(kind, &settings, "kubernetes_application.yaml")
+                .unwrap_err()
+                .to_string();
+            assert_eq!(err.lines().count(), 1, "{err}");
+            err
+        };
+        use ControllerKind::{Gc, KubernetesApplication, KubernetesCluster, Scheduler};
+        let cases: &[(&str, ControllerKind, &str)] = &[
+            (
+                "hooks: {complete: {intermediate_key_src: k.pem}}\n",
+                KubernetesApplication,
+                "kubernetes_application.yaml: hooks.complete.intermediate_src is required",
+            ),
+            (
+                "hooks: {complete: {intermediate_src: a, intermediate_key_src: b, timeout: 3}}\n",
+                KubernetesApplication,
+                "hooks.complete.timeout is a setting of the shutdown hook only",
+            ),
+            (
+                "hooks: {shutdown: {intermediate_src: a, intermediate_key_src: b, failure_strategy: retry}}\n",
+                KubernetesApplication,
+                "hooks.shutdown.failure_strategy: \"retry\" (delete or give_up)",
+            ),
+            (
+                "hooks: {shutdown: {intermediate_src: a, intermediate_key_src: b, external_endpoint: 'krake:8443'}}\n",
+                KubernetesApplication,
+                "hooks.shutdown.external_endpoint",
+            ),
+            (
+                "migration: {retry: {max: -1}}\n",
+                KubernetesApplication,
+                "migration.retry.max: -1 (0 or more)",
+            ),
+            (
+                "list_timeout: 0\n",
+                KubernetesApplication,
+                "list_timeout: 0 (a number of seconds, more than 0)",
+            ),
+            (
+                "stickiness: 0.5\n",
+                KubernetesCluster,
+                "stickiness is a setting of the scheduler, not of the Kubernetes cluster controller",
+            ),
+            (
+                "hooks: {}\n",
+                KubernetesCluster,
+                "hooks is a setting of the Kubernetes application controller, not of the Kubernetes cluster controller",
+            ),
+            (
+                "resync: 10\n",
+                Scheduler,
+                "resync is a setting of the Kubernetes application controller, not of the scheduler",
+            ),
+            (
+                "connect_timeout: 1\n",
+                Gc,
+                "connect_timeout is a setting of the Kubernetes controllers, not of the garbage collector",
+            ),
+            (
+                "poll_interval: 2\n",
+                KubernetesApplication,
+                "poll_interval is a setting of the Kubernetes cluster controller",
+            ),
+            (
+                "poll_interval: -2\n",
+                KubernetesCluster,
+                "poll_interval: -2",
+            ),
+        ];
+        for (yaml, kind, expected) in cases {
+            let err = bad(yaml, *kind);
+            assert!(err.contains(expected), "{yaml}: {err}");
+        }
     }
 
     #[test]

@@ -9,14 +9,18 @@
 //! SIGTERM or SIGINT stops it gracefully: no new connections, watch streams
 //! end, requests in flight finish.
 //!
-//! It also runs Krake's garbage collector and scheduler in its process
-//! (`controllers` in the file, `--no-gc`, `--no-scheduler`). They reach
-//! the API over HTTP like any client: through a second listener on
-//! `127.0.0.1`, plain HTTP, where they authenticate with a random token
-//! made at start (the in-process user `system:krake-server`), whatever
-//! TLS, authentication and authorization the public listener has.
-//! `krake-server controller <gc|scheduler>` runs one controller alone
-//! against a remote API.
+//! It also runs Krake's garbage collector, scheduler, Kubernetes
+//! application controller and Kubernetes cluster controller in its process
+//! (`controllers` in the file; `--no-gc`, `--no-scheduler`,
+//! `--no-kubernetes-application`, `--no-kubernetes-cluster` switch one
+//! off). They reach the API over HTTP like any client: through a second
+//! listener on `127.0.0.1`, plain HTTP, where they authenticate with a
+//! random token made at start (the in-process user `system:krake-server`),
+//! whatever TLS, authentication and authorization the public listener has.
+//! `krake-server controller <gc|scheduler|kubernetes-application|kubernetes-cluster>`
+//! runs one controller alone against a remote API, with Krake's
+//! `garbage_collector.yaml`, `scheduler.yaml`, `kubernetes_application.yaml`
+//! or `kubernetes_cluster.yaml`.
 
 mod config;
 mod controllers;
@@ -108,15 +112,32 @@ struct Cli {
     /// Do not run the scheduler in the server's process.
     #[arg(long)]
     no_scheduler: bool,
+    /// Do not run the Kubernetes application controller in the server's
+    /// process.
+    #[arg(long)]
+    no_kubernetes_application: bool,
+    /// Do not run the Kubernetes cluster controller in the server's process.
+    #[arg(long)]
+    no_kubernetes_cluster: bool,
     /// Run the garbage collector in the server's process [default: true].
     #[arg(long, env = "KRAKE_GC_ENABLED")]
     gc_enabled: Option<bool>,
     /// Run the scheduler in the server's process [default: true].
     #[arg(long, env = "KRAKE_SCHEDULER_ENABLED")]
     scheduler_enabled: Option<bool>,
+    /// Run the Kubernetes application controller in the server's process
+    /// [default: true].
+    #[arg(long, env = "KRAKE_KUBERNETES_APPLICATION_ENABLED")]
+    kubernetes_application_enabled: Option<bool>,
+    /// Run the Kubernetes cluster controller in the server's process
+    /// [default: true].
+    #[arg(long, env = "KRAKE_KUBERNETES_CLUSTER_ENABLED")]
+    kubernetes_cluster_enabled: Option<bool>,
     /// In-process controllers work only while this server holds their
-    /// Lease (`system/krake-gc`, `system/krake-scheduler`): for several
-    /// krake-server replicas on one etcd.
+    /// Lease (`system/krake-gc`, `system/krake-scheduler`,
+    /// `system/krake-kubernetes-application`,
+    /// `system/krake-kubernetes-cluster`): for several krake-server
+    /// replicas on one etcd.
     #[arg(long, env = "KRAKE_LEADER_ELECT")]
     leader_elect: bool,
     /// Log level: DEBUG, INFO, WARNING, ERROR, or a tracing filter.
@@ -146,7 +167,8 @@ enum Command {
     },
     /// Run one of Krake's controllers alone, against the API at --api
     /// (split deployments). Settings from a YAML file with Krake's keys
-    /// (-c, else ./garbage_collector.yaml or ./scheduler.yaml, else
+    /// (-c, else ./garbage_collector.yaml, ./scheduler.yaml,
+    /// ./kubernetes_application.yaml or ./kubernetes_cluster.yaml, else
     /// the same file in /etc/krake), overridden by flags.
     Controller(Box<ControllerArgs>),
 }
@@ -204,13 +226,29 @@ struct ControllerArgs {
         visible_alias = "deletion-retention"
     )]
     deletion_retention: Option<f64>,
+    /// Kubernetes application controller: seconds between looks at every
+    /// application even when nothing changed (resync) [default: 60].
+    #[arg(long)]
+    resync: Option<f64>,
+    /// Kubernetes application controller: seconds a cluster may take to
+    /// list the objects of a kind (list_timeout) [default: 20].
+    #[arg(long)]
+    list_timeout: Option<f64>,
+    /// Kubernetes controllers: seconds connecting to a cluster may take
+    /// (connect_timeout) [default: 5].
+    #[arg(long)]
+    connect_timeout: Option<f64>,
+    /// Kubernetes controllers: seconds a request to a cluster may wait for
+    /// its answer (request_timeout) [default: 20].
+    #[arg(long)]
+    request_timeout: Option<f64>,
     /// Work only while holding the Lease, so replicas run active-passive.
     #[arg(long)]
     leader_elect: bool,
     /// The Lease's namespace [default: system].
     #[arg(long)]
     lease_namespace: Option<String>,
-    /// The Lease's name [default: krake-gc or krake-scheduler].
+    /// The Lease's name [default: krake-<controller>, e.g. krake-gc].
     #[arg(long)]
     lease_name: Option<String>,
     /// Seconds the Lease is held after a renewal [default: 15].
@@ -434,8 +472,20 @@ fn settings(cli: Cli) -> Result<Settings, ConfigError> {
             cli.scheduler_enabled,
             cli.no_scheduler,
         ),
+        (
+            ControllerKind::KubernetesApplication,
+            &sections.kubernetes_application,
+            cli.kubernetes_application_enabled,
+            cli.no_kubernetes_application,
+        ),
+        (
+            ControllerKind::KubernetesCluster,
+            &sections.kubernetes_cluster,
+            cli.kubernetes_cluster_enabled,
+            cli.no_kubernetes_cluster,
+        ),
     ] {
-        let name = format!("controllers.{}", kind.name());
+        let name = format!("controllers.{}", kind.name().replace('-', "_"));
         if !off && enabled.or(section.enabled).unwrap_or(true) {
             controllers.push(controllers::spec(kind, section, &name)?);
         }
@@ -449,7 +499,7 @@ fn settings(cli: Cli) -> Result<Settings, ConfigError> {
     )?;
     if sections.leader_election.name.is_some() {
         return Err(ConfigError::Unsupported(
-            "controllers.leader_election.name: each in-process controller has its own lease (krake-gc, krake-scheduler)".into(),
+            "controllers.leader_election.name: each in-process controller has its own lease (krake-gc, krake-scheduler, krake-kubernetes-application, krake-kubernetes-cluster)".into(),
         ));
     }
     if let Some(election) = &election {
@@ -528,6 +578,10 @@ fn controller_settings(
     let creation = &mut settings.automatic_cluster_creation;
     creation.tosca_file = args.tosca_file.clone().or(creation.tosca_file.take());
     creation.deletion_retention = args.deletion_retention.or(creation.deletion_retention);
+    settings.resync = args.resync.or(settings.resync);
+    settings.list_timeout = args.list_timeout.or(settings.list_timeout);
+    settings.connect_timeout = args.connect_timeout.or(settings.connect_timeout);
+    settings.request_timeout = args.request_timeout.or(settings.request_timeout);
     if settings.enabled.is_some() {
         return Err(ConfigError::Unsupported(format!(
             "{file_name}: enabled is a key of krake-server's controllers section, not of a controller's file"
@@ -1036,6 +1090,8 @@ fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     fn parse(args: &[&str]) -> Result<Settings, ConfigError> {
@@ -1096,23 +1152,92 @@ mod tests {
         std::fs::write(&file, "controllers: {scheduler: {worker_count: 2}}\n").unwrap();
         let path = file.to_str().unwrap();
         let kinds = |s: &Settings| s.controllers.iter().map(|c| c.kind()).collect::<Vec<_>>();
+        use ControllerKind::{Gc, KubernetesApplication, KubernetesCluster, Scheduler};
         let s = parse(&["--config", path]).unwrap();
-        assert_eq!(kinds(&s), [ControllerKind::Gc, ControllerKind::Scheduler]);
+        assert_eq!(
+            kinds(&s),
+            [Gc, Scheduler, KubernetesApplication, KubernetesCluster]
+        );
         assert!(s.election.is_none());
         let s = parse(&["--config", path, "--no-gc"]).unwrap();
-        assert_eq!(kinds(&s), [ControllerKind::Scheduler]);
+        assert_eq!(
+            kinds(&s),
+            [Scheduler, KubernetesApplication, KubernetesCluster]
+        );
         let s = parse(&[
             "--config",
             path,
             "--scheduler-enabled",
             "false",
+            "--kubernetes-cluster-enabled",
+            "false",
             "--leader-elect",
         ])
         .unwrap();
-        assert_eq!(kinds(&s), [ControllerKind::Gc]);
-        assert_eq!(s.election.unwrap().namespace, "system");
-        let s = parse(&["--config", path, "--no-gc", "--no-scheduler"]).unwrap();
+        assert_eq!(kinds(&s), [Gc, KubernetesApplication]);
+        let election = s.election.unwrap();
+        assert_eq!(election.namespace, "system");
+        assert_eq!(
+            election.lease(KubernetesApplication).name,
+            "krake-kubernetes-application"
+        );
+        let s = parse(&["--config", path, "--no-kubernetes-application"]).unwrap();
+        assert_eq!(kinds(&s), [Gc, Scheduler, KubernetesCluster]);
+        let s = parse(&["--config", path, "--no-kubernetes-cluster"]).unwrap();
+        assert_eq!(kinds(&s), [Gc, Scheduler, KubernetesApplication]);
+        let s = parse(&[
+            "--config",
+            path,
+            "--no-gc",
+            "--no-scheduler",
+            "--no-kubernetes-application",
+            "--no-kubernetes-cluster",
+        ])
+        .unwrap();
         assert!(s.controllers.is_empty());
+    }
+
+    #[test]
+    fn the_kubernetes_controllers_follow_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("api.yaml");
+        std::fs::write(
+            &file,
+            "controllers:\n  kubernetes_application: {worker_count: 7, resync: 30}\n  \
+             kubernetes_cluster: {enabled: false}\n",
+        )
+        .unwrap();
+        let path = file.to_str().unwrap();
+        let s = parse(&["--config", path, "--no-gc", "--no-scheduler"]).unwrap();
+        let [ControllerSpec::KubernetesApplication(config)] = s.controllers.as_slice() else {
+            panic!("not only the application controller: {:?}", s.controllers);
+        };
+        assert_eq!(config.workers, 7);
+        assert_eq!(config.resync, Duration::from_secs(30));
+        let s = parse(&[
+            "--config",
+            path,
+            "--kubernetes-cluster-enabled",
+            "true",
+            "--no-kubernetes-application",
+        ])
+        .unwrap();
+        assert_eq!(
+            s.controllers.last().map(ControllerSpec::kind),
+            Some(ControllerKind::KubernetesCluster)
+        );
+        std::fs::write(
+            &file,
+            "controllers:\n  kubernetes_cluster: {reschedule_after: 5}\n",
+        )
+        .unwrap();
+        let err = parse(&["--config", path]).unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "controllers.kubernetes_cluster: reschedule_after is a setting of the scheduler"
+            ),
+            "{err}"
+        );
     }
 
     #[test]
@@ -1177,6 +1302,8 @@ mod tests {
         for (kind, file) in [
             ("gc", "garbage_collector.yaml"),
             ("scheduler", "scheduler.yaml"),
+            ("kubernetes-application", "kubernetes_application.yaml"),
+            ("kubernetes-cluster", "kubernetes_cluster.yaml"),
         ] {
             let path = format!("{}/../config/{file}", env!("CARGO_MANIFEST_DIR"));
             let cli = Cli::parse_from(["krake-server", "controller", kind, "-c", &path]);
@@ -1188,6 +1315,204 @@ mod tests {
             assert_eq!(run.spec.kind().name(), kind);
             assert!(run.election.is_none());
         }
+    }
+
+    /// Krake's `kubernetes_application.yaml.template` as
+    /// `krake_generate_config` renders it (its defaults, no complete
+    /// `external_endpoint`, a shutdown one), Python's logging keys and all.
+    const KRAKE_KUBERNETES_APPLICATION: &str = r#"## Configuration file for the Krake Kubernetes Application Controller
+
+api_endpoint: http://localhost:8080
+worker_count: 5
+debounce: 1.0
+hooks:
+  complete:
+    hook_user: system:complete-hook
+    intermediate_src: tmp/pki/system:complete-signing.pem
+    intermediate_key_src: tmp/pki/system:complete-signing-key.pem
+    cert_dest: /etc/krake_complete_certs
+    env_token: KRAKE_COMPLETE_TOKEN
+    env_url: KRAKE_COMPLETE_URL
+    
+  shutdown:
+    hook_user: system:shutdown-hook
+    intermediate_src: tmp/pki/system:shutdown-signing.pem
+    intermediate_key_src: tmp/pki/system:shutdown-signing-key.pem
+    cert_dest: /etc/krake_shutdown_certs
+    env_token: KRAKE_SHUTDOWN_TOKEN
+    env_url: KRAKE_SHUTDOWN_URL
+    external_endpoint: https://krake.example:8443
+migration:
+  retry:
+    max: 10
+    timeout: 60
+
+
+tls:
+  enabled: false
+  client_ca: tmp/pki/ca.pem
+  client_cert: tmp/pki/system:kubernetes-application.pem
+  client_key: tmp/pki/system:kubernetes-application-key.pem
+
+
+log:
+  version: 1
+  level: INFO
+  disable_existing_loggers: false
+  formatters:
+    krake:
+      format: "%(asctime)s - [%(name)s] - [%(levelname)-5s] - %(message)s"
+  handlers:
+    console:
+      class: logging.StreamHandler
+      formatter: krake
+      stream: ext://sys.stdout
+    file:
+      class: logging.handlers.WatchedFileHandler
+      formatter: krake
+      filename: ./logs/krake-app.log
+    rotating:
+      class: logging.handlers.RotatingFileHandler
+      formatter: krake
+      filename: ./logs/krake-app.rotating.log
+      mode: 'a'
+      maxBytes: 2000000
+      backupCount: 3
+  root: # Configuring the default (root) logger is highly recommended
+    handlers: [console]
+  loggers:
+    krake:
+      handlers: [console]
+      propagate: no
+"#;
+
+    /// Krake's `kubernetes_cluster.yaml` of a version with
+    /// `poll_interval`, with TLS and the `tls.external_endpoint` of its
+    /// template's comment.
+    const KRAKE_KUBERNETES_CLUSTER: &str = r#"## Configuration file for the Krake Kubernetes Cluster Controller
+
+api_endpoint: http://krake-api:8080
+worker_count: 3
+debounce: 1.0
+poll_interval: 2
+
+tls:
+  enabled: true
+  client_ca: tmp/pki/ca.pem
+  client_cert: tmp/pki/system:kubernetes-cluster.pem
+  client_key: tmp/pki/system:kubernetes-cluster-key.pem
+  external_endpoint: https://krake.host:1234
+
+
+log:
+  version: 1
+  level: DEBUG
+  disable_existing_loggers: false
+  handlers:
+    console:
+      class: logging.StreamHandler
+      stream: ext://sys.stdout
+  root:
+    handlers: [console]
+"#;
+
+    fn controller_run(kind: &str, file: &Path) -> Result<ControllerRun, ConfigError> {
+        let cli = Cli::parse_from([
+            "krake-server",
+            "controller",
+            kind,
+            "-c",
+            file.to_str().unwrap(),
+        ]);
+        let Some(Command::Controller(args)) = cli.command else {
+            panic!("not the controller command");
+        };
+        controller_settings(*args, None, LogFormat::Text)
+    }
+
+    #[test]
+    fn krakes_kubernetes_controller_files_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("kubernetes_application.yaml");
+        std::fs::write(&file, KRAKE_KUBERNETES_APPLICATION).unwrap();
+        let run = controller_run("kubernetes-application", &file).unwrap();
+        assert_eq!(run.api, "http://localhost:8080");
+        assert!(run.tls.is_none());
+        assert_eq!(run.log_filter, "info");
+        let ControllerSpec::KubernetesApplication(config) = &run.spec else {
+            panic!("not the application controller");
+        };
+        assert_eq!(config.workers, 5);
+
+        let file = dir.path().join("kubernetes_cluster.yaml");
+        std::fs::write(&file, KRAKE_KUBERNETES_CLUSTER).unwrap();
+        let run = controller_run("kubernetes-cluster", &file).unwrap();
+        assert_eq!(run.api, "https://krake-api:8080", "TLS means https");
+        let tls = run.tls.unwrap();
+        assert_eq!(
+            tls.client_cert,
+            Some(PathBuf::from("tmp/pki/system:kubernetes-cluster.pem"))
+        );
+        assert_eq!(run.log_filter, "debug");
+        let ControllerSpec::KubernetesCluster(config) = &run.spec else {
+            panic!("not the cluster controller");
+        };
+        assert_eq!(config.workers, 3);
+
+        // Each file belongs to its controller.
+        let err = controller_run(
+            "kubernetes-cluster",
+            &dir.path().join("kubernetes_application.yaml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("kubernetes_application.yaml: hooks is a setting of the Kubernetes application controller, not of the Kubernetes cluster controller"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn kubernetes_controller_flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("kubernetes_application.yaml");
+        std::fs::write(&file, "worker_count: 2\nresync: 10\nconnect_timeout: 1\n").unwrap();
+        let parse = |args: &[&str]| {
+            let mut argv = vec![
+                "krake-server",
+                "controller",
+                "kubernetes-application",
+                "-c",
+                file.to_str().unwrap(),
+            ];
+            argv.extend_from_slice(args);
+            let Some(Command::Controller(args)) = Cli::parse_from(argv).command else {
+                panic!("not the controller command");
+            };
+            controller_settings(*args, None, LogFormat::Text)
+        };
+        let run = parse(&[
+            "--resync",
+            "5",
+            "--list-timeout",
+            "3",
+            "--request-timeout",
+            "4",
+        ])
+        .unwrap();
+        let ControllerSpec::KubernetesApplication(config) = &run.spec else {
+            panic!("not the application controller");
+        };
+        assert_eq!(config.workers, 2);
+        assert_eq!(config.resync, Duration::from_secs(5));
+        assert_eq!(config.list_timeout, Duration::from_secs(3));
+        assert_eq!(config.timeouts.connect, Duration::from_secs(1));
+        assert_eq!(config.timeouts.request, Duration::from_secs(4));
+        let err = parse(&["--stickiness", "0.3"]).unwrap_err().to_string();
+        assert!(
+            err.contains("stickiness is a setting of the scheduler, not of the Kubernetes application controller"),
+            "{err}"
+        );
     }
 
     #[test]
