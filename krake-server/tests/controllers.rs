@@ -2,7 +2,8 @@
 //! loopback listener and the internal token), switched off, and alone with
 //! `krake-server controller` against a remote API with TLS, client
 //! certificates and RBAC; leader election; one-line errors; cascading
-//! deletion end to end.
+//! deletion end to end; the Kubernetes controllers started from Krake's
+//! files (their work on real clusters is tested elsewhere).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs::File;
@@ -21,6 +22,27 @@ fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Switches off every in-process controller: an API alone.
+const NO_CONTROLLERS: [&str; 4] = [
+    "--no-gc",
+    "--no-scheduler",
+    "--no-kubernetes-application",
+    "--no-kubernetes-cluster",
+];
+
+/// Switches off the in-process Kubernetes controllers, for tests of the
+/// garbage collector and the scheduler with clusters nobody can reach
+/// (the cluster controller would mark them OFFLINE).
+const NO_KUBERNETES: [&str; 2] = ["--no-kubernetes-application", "--no-kubernetes-cluster"];
+
+/// The in-process controllers, as they name themselves in logs and metrics.
+const ALL_CONTROLLERS: [&str; 4] = [
+    "gc",
+    "scheduler",
+    "kubernetes-application",
+    "kubernetes-cluster",
+];
 
 fn krake_server() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_krake-server"));
@@ -162,24 +184,18 @@ async fn serve_runs_the_controllers_by_default_and_they_can_be_switched_off() {
     let dir = tempfile::tempdir().unwrap();
 
     let (mut server, url) = plain_server(dir.path(), "default", &[]).await;
-    server
-        .wait_log(
-            &["controller started", "controller=\"gc\""],
-            Duration::from_secs(10),
-        )
-        .await;
-    server
-        .wait_log(
-            &["controller started", "controller=\"scheduler\""],
-            Duration::from_secs(10),
-        )
-        .await;
+    for name in ALL_CONTROLLERS {
+        server
+            .wait_log(
+                &["controller started", &format!("controller=\"{name}\"")],
+                Duration::from_secs(10),
+            )
+            .await;
+    }
     let metrics = controller_metrics(&url).await;
-    for line in [
-        "krake_controller_leader{controller=\"gc\"} 1",
-        "krake_controller_leader{controller=\"scheduler\"} 1",
-    ] {
-        assert!(metrics.contains(line), "{line:?} missing in\n{metrics}");
+    for name in ALL_CONTROLLERS {
+        let line = format!("krake_controller_leader{{controller=\"{name}\"}} 1");
+        assert!(metrics.contains(&line), "{line:?} missing in\n{metrics}");
     }
     assert!(server.terminate().success());
     let log = server.log();
@@ -190,7 +206,7 @@ async fn serve_runs_the_controllers_by_default_and_they_can_be_switched_off() {
         "controllers stop before the API:\n{log}"
     );
 
-    let (mut server, url) = plain_server(dir.path(), "off", &["--no-gc", "--no-scheduler"]).await;
+    let (mut server, url) = plain_server(dir.path(), "off", &NO_CONTROLLERS).await;
     let metrics = controller_metrics(&url).await;
     assert!(!metrics.contains("controller=\""), "{metrics}");
     assert!(server.terminate().success());
@@ -199,6 +215,50 @@ async fn serve_runs_the_controllers_by_default_and_they_can_be_switched_off() {
         "{}",
         server.log()
     );
+
+    // The Kubernetes controllers alone are switched off.
+    let (mut server, url) = plain_server(dir.path(), "no-kubernetes", &NO_KUBERNETES).await;
+    server
+        .wait_log(
+            &["controller started", "controller=\"scheduler\""],
+            Duration::from_secs(10),
+        )
+        .await;
+    let metrics = controller_metrics(&url).await;
+    assert!(metrics.contains("controller=\"gc\""), "{metrics}");
+    assert!(!metrics.contains("controller=\"kubernetes-"), "{metrics}");
+    assert!(server.terminate().success());
+    assert!(
+        !server.log().contains("controller=\"kubernetes-"),
+        "{}",
+        server.log()
+    );
+    for (flag, off, on) in [
+        (
+            "--no-kubernetes-application",
+            "kubernetes-application",
+            "kubernetes-cluster",
+        ),
+        (
+            "--no-kubernetes-cluster",
+            "kubernetes-cluster",
+            "kubernetes-application",
+        ),
+    ] {
+        let (mut server, url) = plain_server(dir.path(), off, &[flag]).await;
+        server
+            .wait_log(
+                &["controller started", &format!("controller=\"{on}\"")],
+                Duration::from_secs(10),
+            )
+            .await;
+        let metrics = controller_metrics(&url).await;
+        assert!(
+            !metrics.contains(&format!("controller=\"{off}\"")),
+            "{flag}: {metrics}"
+        );
+        assert!(server.terminate().success());
+    }
 
     // The file switches one off; the environment wins over the file.
     let config = dir.path().join("api.yaml");
@@ -383,18 +443,17 @@ async fn in_process_controllers_reach_a_locked_down_api() {
     let loopback = line.rsplit("address=").next().unwrap().trim().to_owned();
     // The elector wrote its lease through the loopback listener: it is
     // allowed although RBAC has no roles.
-    server
-        .wait_log(
-            &["leading: this replica works", "controller=\"gc\""],
-            Duration::from_secs(20),
-        )
-        .await;
-    server
-        .wait_log(
-            &["leading: this replica works", "controller=\"scheduler\""],
-            Duration::from_secs(20),
-        )
-        .await;
+    for name in ALL_CONTROLLERS {
+        server
+            .wait_log(
+                &[
+                    "leading: this replica works",
+                    &format!("controller=\"{name}\""),
+                ],
+                Duration::from_secs(20),
+            )
+            .await;
+    }
     let http = reqwest::Client::new();
     for token in [None, Some("Bearer not-the-token")] {
         let mut request = http.get(format!(
@@ -434,7 +493,7 @@ async fn in_process_controllers_reach_a_locked_down_api() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn split_gc_connects_with_a_client_certificate_and_stops_on_sigterm() {
     let secure = Secure::new(true);
-    let _server = secure.serve(&["--no-gc", "--no-scheduler"]).await;
+    let _server = secure.serve(&NO_CONTROLLERS).await;
     let (cert, key) = secure.client_files(&secure.ca, "system:gc", "system:gc");
     let metrics_port = free_port();
     let metrics_address = format!("127.0.0.1:{metrics_port}");
@@ -493,7 +552,7 @@ async fn split_gc_connects_with_a_client_certificate_and_stops_on_sigterm() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn split_controller_reports_missing_or_wrong_certificates() {
     let secure = Secure::new(true);
-    let _server = secure.serve(&["--no-gc", "--no-scheduler"]).await;
+    let _server = secure.serve(&NO_CONTROLLERS).await;
 
     // No client certificate: the API refuses (401); the controller says so
     // in one line and exits.
@@ -625,8 +684,231 @@ fn bad_controller_configuration_is_one_clear_line() {
     let err = run(&["--config", &api]);
     assert!(err.contains("controllers.gc: reschedule_after"), "{err}");
 
+    // The Kubernetes controllers' files: a key of another controller, a
+    // bad hook, a wrong type; each one line naming the file.
+    let cluster = file(
+        "kubernetes_cluster.yaml",
+        "api_endpoint: http://localhost:1\npoll_interval: 2\nstickiness: 0.1\n",
+    );
+    let err = run(&["controller", "kubernetes-cluster", "-c", &cluster]);
+    assert!(
+        err.contains("kubernetes_cluster.yaml: stickiness is a setting of the scheduler, not of the Kubernetes cluster controller"),
+        "{err}"
+    );
+    let cluster = file("kubernetes_cluster2.yaml", "worker_count: many\n");
+    let err = run(&["controller", "kubernetes-cluster", "-c", &cluster]);
+    assert!(
+        err.contains("kubernetes_cluster2.yaml") && err.contains("worker_count"),
+        "{err}"
+    );
+    let application = file(
+        "kubernetes_application.yaml",
+        "hooks:\n  shutdown:\n    intermediate_src: a.pem\n    intermediate_key_src: a-key.pem\n    failure_strategy: retry\n",
+    );
+    let err = run(&["controller", "kubernetes-application", "-c", &application]);
+    assert!(
+        err.contains("kubernetes_application.yaml: hooks.shutdown.failure_strategy: \"retry\" (delete or give_up)"),
+        "{err}"
+    );
+    let shipped = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../config/kubernetes_application.yaml"
+    );
+    let err = run(&["controller", "kubernetes-cluster", "-c", shipped]);
+    assert!(
+        err.contains("hooks is a setting of the Kubernetes application controller, not of the Kubernetes cluster controller"),
+        "{err}"
+    );
+    let err = run(&[
+        "controller",
+        "kubernetes-application",
+        "--list-timeout",
+        "0",
+    ]);
+    assert!(err.contains("list_timeout: 0"), "{err}");
+
+    let api = file(
+        "api-kubernetes.yaml",
+        "controllers:\n  kubernetes_cluster: {hooks: {}}\n",
+    );
+    let err = run(&["--config", &api]);
+    assert!(
+        err.contains("controllers.kubernetes_cluster: hooks is a setting of the Kubernetes application controller"),
+        "{err}"
+    );
+
     let output = krake_server().args(["controller", "dns"]).output().unwrap();
     assert_eq!(output.status.code(), Some(2), "clap usage error");
+}
+
+/// Krake's `kubernetes_cluster.yaml` of a version that polls
+/// (`poll_interval`, accepted and ignored), Python's logging keys and all.
+const KRAKE_KUBERNETES_CLUSTER: &str = r#"## Configuration file for the Krake Kubernetes Cluster Controller
+api_endpoint: http://localhost:8080
+worker_count: 5
+debounce: 1.0
+poll_interval: 2
+
+tls:
+  enabled: false
+  client_ca: tmp/pki/ca.pem
+  client_cert: tmp/pki/system:kubernetes-cluster.pem
+  client_key: tmp/pki/system:kubernetes-cluster-key.pem
+
+log:
+  version: 1
+  level: INFO
+  disable_existing_loggers: false
+  handlers:
+    console:
+      class: logging.StreamHandler
+      stream: ext://sys.stdout
+  root:
+    handlers: [console]
+  loggers:
+    krake:
+      handlers: [console]
+      propagate: no
+"#;
+
+/// `krake-server controller kubernetes-application|kubernetes-cluster`
+/// with the shipped files and Krake's own: each connects to a running API,
+/// starts, and stops cleanly on SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_kubernetes_controllers_start_from_their_files_and_stop_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, url) = plain_server(dir.path(), "api", &NO_CONTROLLERS).await;
+    let krakes = dir.path().join("kubernetes_cluster.yaml");
+    std::fs::write(&krakes, KRAKE_KUBERNETES_CLUSTER).unwrap();
+    let shipped = |file: &str| format!("{}/../config/{file}", env!("CARGO_MANIFEST_DIR"));
+    for (tag, kind, file, workers) in [
+        (
+            "application",
+            "kubernetes-application",
+            shipped("kubernetes_application.yaml"),
+            "5",
+        ),
+        (
+            "cluster",
+            "kubernetes-cluster",
+            shipped("kubernetes_cluster.yaml"),
+            "5",
+        ),
+        (
+            "krakes-cluster",
+            "kubernetes-cluster",
+            krakes.display().to_string(),
+            "3",
+        ),
+    ] {
+        let mut command = krake_server();
+        command.args(["controller", kind, "-c", &file, "--api", &url]);
+        if tag == "krakes-cluster" {
+            command.args(["--worker-count", workers]);
+        }
+        let mut controller = Proc::spawn(command, dir.path().join(format!("{tag}.log")));
+        controller
+            .wait_log(
+                &["connected to the API", &format!("controller=\"{kind}\"")],
+                Duration::from_secs(20),
+            )
+            .await;
+        controller
+            .wait_log(
+                &[
+                    "controller started",
+                    &format!("controller=\"{kind}\""),
+                    &format!("workers={workers}"),
+                ],
+                Duration::from_secs(10),
+            )
+            .await;
+        let exit = controller.terminate();
+        assert!(exit.success(), "{tag}: {exit:?}\n{}", controller.log());
+        let log = controller.log();
+        assert!(log.contains("controller stopped"), "{tag}: {log}");
+        assert!(!log.contains("ERROR"), "{tag}: {log}");
+    }
+}
+
+/// Both Kubernetes controllers alone, behind TLS and RBAC, under Krake's
+/// roles (config/base_roles.yaml): they hold their leases, the cluster
+/// controller writes the status of a cluster nobody answers for (OFFLINE),
+/// and nothing is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_kubernetes_controllers_work_under_their_roles() {
+    let secure = Secure::new(true);
+    let _server = secure.serve(&NO_CONTROLLERS).await;
+    let mut controllers = Vec::new();
+    for name in ["kubernetes-application", "kubernetes-cluster"] {
+        let user = format!("system:{name}");
+        let (cert, key) = secure.client_files(&secure.ca, &user, &user);
+        let mut controller = secure.controller(
+            name,
+            &[
+                name,
+                "--api",
+                &secure.url(),
+                "--tls-client-ca",
+                &secure.ca_file(),
+                "--tls-client-cert",
+                &cert,
+                "--tls-client-key",
+                &key,
+                "--leader-elect",
+            ],
+        );
+        controller
+            .wait_log(
+                &["connected to the API", &format!("user={user}")],
+                Duration::from_secs(20),
+            )
+            .await;
+        controller
+            .wait_log(
+                &[
+                    "leading: this replica works",
+                    &format!("controller=\"{name}\""),
+                ],
+                Duration::from_secs(20),
+            )
+            .await;
+        controllers.push(controller);
+    }
+
+    let admin = secure.admin();
+    let clusters = format!("{}/kubernetes/namespaces/testing/clusters", secure.url());
+    let nobody = format!("https://127.0.0.1:{}", free_port());
+    let cluster = json!({
+        "metadata": {"name": "gone"},
+        "spec": {"kubeconfig": kubeconfig_of(&nobody), "constraints": {"cloud": {}}},
+    });
+    let response = admin.post(&clusters).json(&cluster).send().await.unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    let offline: Value = eventually("the cluster to be OFFLINE", Duration::from_secs(30), || {
+        let request = admin.get(format!("{clusters}/gone")).send();
+        async move {
+            let cluster: Value = request.await.ok()?.json().await.ok()?;
+            (cluster["status"]["state"] == "OFFLINE").then_some(cluster)
+        }
+    })
+    .await;
+    assert!(
+        !offline["status"]["kube_controller_triggered"].is_null(),
+        "{offline}"
+    );
+
+    for mut controller in controllers {
+        let log = controller.log();
+        assert!(!log.contains("403"), "{log}");
+        let exit = controller.terminate();
+        assert!(exit.success(), "{exit:?}\n{}", controller.log());
+        assert!(
+            controller.log().contains("controller stopped"),
+            "{}",
+            controller.log()
+        );
+    }
 }
 
 /// Two replicas of `krake-server controller gc --leader-elect`: one holds
@@ -634,7 +916,7 @@ fn bad_controller_configuration_is_one_clear_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_election_between_two_replicas() {
     let dir = tempfile::tempdir().unwrap();
-    let (_server, url) = plain_server(dir.path(), "api", &["--no-gc", "--no-scheduler"]).await;
+    let (_server, url) = plain_server(dir.path(), "api", &NO_CONTROLLERS).await;
     let replica = |name: &str| {
         let mut command = krake_server();
         command.args([
@@ -707,9 +989,13 @@ async fn leader_election_between_two_replicas() {
 }
 
 fn kubeconfig() -> Value {
+    kubeconfig_of("https://127.0.0.1:6443")
+}
+
+fn kubeconfig_of(server: &str) -> Value {
     json!({
         "apiVersion": "v1", "kind": "Config", "current-context": "ctx",
-        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:6443"}}],
+        "clusters": [{"name": "c", "cluster": {"server": server}}],
         "users": [{"name": "u", "user": {"token": "t"}}],
         "contexts": [{"name": "ctx", "context": {"cluster": "c", "user": "u"}}],
     })
@@ -760,7 +1046,7 @@ async fn cascade(http: &reqwest::Client, url: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_cloud_deletes_its_cluster_in_process() {
     let secure = Secure::new(true);
-    let server = secure.serve(&[]).await;
+    let server = secure.serve(&NO_KUBERNETES).await;
     cascade(&secure.admin(), &secure.url()).await;
     drop(server);
 }
@@ -770,7 +1056,7 @@ async fn deleting_a_cloud_deletes_its_cluster_in_process() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_cloud_deletes_its_cluster_split() {
     let secure = Secure::new(true);
-    let _server = secure.serve(&["--no-gc", "--no-scheduler"]).await;
+    let _server = secure.serve(&NO_CONTROLLERS).await;
     let mut gc = secure.connected_controller("gc").await;
     cascade(&secure.admin(), &secure.url()).await;
     assert!(gc.terminate().success(), "{}", gc.log());
@@ -826,7 +1112,7 @@ async fn placement(http: &reqwest::Client, url: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_application_is_placed_in_process() {
     let secure = Secure::new(true);
-    let server = secure.serve(&[]).await;
+    let server = secure.serve(&NO_KUBERNETES).await;
     placement(&secure.admin(), &secure.url()).await;
     drop(server);
 }
@@ -836,7 +1122,7 @@ async fn an_application_is_placed_in_process() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_application_is_placed_split() {
     let secure = Secure::new(true);
-    let _server = secure.serve(&["--no-gc", "--no-scheduler"]).await;
+    let _server = secure.serve(&NO_CONTROLLERS).await;
     let mut scheduler = secure.connected_controller("scheduler").await;
     placement(&secure.admin(), &secure.url()).await;
     assert!(!scheduler.log().contains("403"), "{}", scheduler.log());
