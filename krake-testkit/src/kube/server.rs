@@ -421,7 +421,9 @@ async fn route(
                         Ok(json_response(if created { 201 } else { 200 }, &obj))
                     } else {
                         shared.stats.count(Verb::Patch);
-                        let patch = parse_json(&body)?;
+                        let patch: Value = serde_json::from_slice(&body).map_err(|e| {
+                            Status::bad_request(format!("error decoding patch: {e}"))
+                        })?;
                         let mut st = shared.store.lock();
                         let obj = objects::patch(&mut st, &rt, ns, &name, kind, &patch, w)?;
                         Ok(json_response(200, &obj))

@@ -90,6 +90,21 @@ impl FieldError {
 }
 
 impl Status {
+    /// The HTTP status code (404, 409, 422, ...).
+    pub fn code(&self) -> u16 {
+        self.code
+    }
+
+    /// The machine-readable reason (`NotFound`, `AlreadyExists`, ...).
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    /// The human-readable message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     /// A Status with this code, its usual reason and a message.
     pub fn new(code: u16, message: impl Into<String>) -> Self {
         Self {
