@@ -637,6 +637,25 @@ async fn crd_registered_at_run_time_is_discovered_and_served() {
     let (resource, caps): (ApiResource, _) = kube::discovery::pinned_kind(&c, &gvk).await.unwrap();
     assert_eq!(resource.plural, "crontabs");
     assert_eq!(caps.scope, kube::discovery::Scope::Namespaced);
+    for discovery in [
+        kube::Discovery::new(c.clone()).run().await.unwrap(),
+        kube::Discovery::new(c.clone())
+            .run_aggregated()
+            .await
+            .unwrap(),
+    ] {
+        assert!(discovery.has_group("stable.example.com"));
+        assert!(discovery.has_group("apps") && discovery.has_group(""));
+        let (ar, caps) = discovery
+            .resolve_gvk(&GroupVersionKind::gvk("apps", "v1", "Deployment"))
+            .unwrap();
+        assert_eq!(ar.plural, "deployments");
+        assert!(
+            caps.subresources
+                .iter()
+                .any(|(r, _)| r.plural == "deployments/status" || r.plural == "status")
+        );
+    }
     let aggregated = c.list_api_groups_aggregated().await.unwrap();
     assert!(
         aggregated
@@ -850,4 +869,66 @@ async fn faults_refuse_fail_and_garbage() {
     .await
     .unwrap();
     assert!(ended);
+}
+
+#[tokio::test]
+async fn raw_watch_bookmarks_selectors_and_timeout() {
+    let fake = FakeCluster::start().await.unwrap();
+    fake.set_bookmark_interval(Duration::from_millis(100));
+    let c = client(fake.kubeconfig()).await;
+    let cms: Api<ConfigMap> = Api::namespaced(c.clone(), "default");
+    let rv = cms
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+
+    let params = WatchParams::default().labels("tier=a").timeout(3);
+    let mut stream = cms.watch(&params, &rv).await.unwrap().boxed();
+    fake.create(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "other", "labels": {"tier": "b"}}}))
+        .unwrap();
+    fake.create(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "sel", "labels": {"tier": "a"}}}))
+        .unwrap();
+    fake.merge_patch(
+        "v1",
+        "ConfigMap",
+        Some("default"),
+        "sel",
+        json!({"metadata": {"labels": {"tier": "b"}}}),
+    )
+    .unwrap();
+    let current = fake.resource_version().to_string();
+
+    let mut seen = Vec::new();
+    let mut bookmark_rv = None;
+    while let Some(event) = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .unwrap()
+    {
+        match event.unwrap() {
+            WatchEvent::Added(o) => seen.push(format!("ADDED {}", o.metadata.name.unwrap())),
+            WatchEvent::Modified(o) => seen.push(format!("MODIFIED {}", o.metadata.name.unwrap())),
+            WatchEvent::Deleted(o) => seen.push(format!("DELETED {}", o.metadata.name.unwrap())),
+            WatchEvent::Bookmark(b) => {
+                bookmark_rv = Some(b.metadata.resource_version);
+                if seen.len() >= 2 {
+                    break;
+                }
+            }
+            WatchEvent::Error(e) => panic!("{e:?}"),
+        }
+    }
+    // Leaving the selection is a DELETED event; the other object is never seen.
+    assert_eq!(seen, vec!["ADDED sel", "DELETED sel"]);
+    assert_eq!(bookmark_rv.as_deref(), Some(current.as_str()));
+
+    // timeoutSeconds ends the stream.
+    let started = std::time::Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(6), async {
+        while stream.next().await.is_some() {}
+    })
+    .await;
+    assert!(ended.is_ok() && started.elapsed() < Duration::from_secs(4));
 }

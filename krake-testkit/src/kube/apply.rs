@@ -291,8 +291,13 @@ pub(crate) fn apply(
     let dropped = last_set.difference(&config_set).difference(&others);
     let mut paths = dropped.paths();
     paths.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    let mut kept = others.clone();
+    kept.union_with(&config_set);
     for path in paths {
-        remove_path(&mut merged, &path);
+        // A field that still holds fields someone owns stays.
+        if !kept.has_within(&path) {
+            remove_path(&mut merged, &path);
+        }
     }
 
     let (changed, removed) = compare(rt, live, &merged);

@@ -31,7 +31,7 @@ pub(crate) fn aggregated_version(accept: Option<&str>) -> Option<&'static str> {
         if media != "application/json" && media != "*/*" {
             continue;
         }
-        let has = |p: &str| params.iter().any(|x| *x == p);
+        let has = |p: &str| params.contains(&p);
         if has("as=APIGroupDiscoveryList") && has("g=apidiscovery.k8s.io") {
             if has("v=v2") {
                 return Some("v2");

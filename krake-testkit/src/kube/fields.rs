@@ -118,6 +118,18 @@ impl FieldSet {
         out
     }
 
+    /// Does the set hold a member strictly below `path`?
+    pub(crate) fn has_within(&self, path: &[String]) -> bool {
+        let mut node = self;
+        for element in path {
+            match node.children.get(element) {
+                Some(child) => node = child,
+                None => return false,
+            }
+        }
+        node.children.values().any(|c| !c.is_empty())
+    }
+
     /// Every member path, parents before children.
     pub(crate) fn paths(&self) -> Vec<Vec<String>> {
         let mut out = Vec::new();
@@ -300,7 +312,7 @@ pub(crate) fn remove_path(object: &mut Value, path: &[String]) -> bool {
     let Some((first, rest)) = path.split_first() else {
         return false;
     };
-    let removed = match object {
+    match object {
         Value::Object(map) => {
             let Some(name) = first.strip_prefix("f:") else {
                 return false;
@@ -328,8 +340,7 @@ pub(crate) fn remove_path(object: &mut Value, path: &[String]) -> bool {
             remove_path(&mut items[i], rest)
         }
         _ => false,
-    };
-    removed
+    }
 }
 
 fn is_empty_container(v: &Value) -> bool {

@@ -45,7 +45,8 @@
 //! - watch: newline-delimited events after a resourceVersion (or synthetic
 //!   `ADDED` events for the current objects when it is absent or `0`),
 //!   selectors applied (an object leaving the selection is `DELETED`),
-//!   `BOOKMARK`s every [`FakeCluster::BOOKMARK_INTERVAL`], `timeoutSeconds`,
+//!   `BOOKMARK`s every [`FakeCluster::BOOKMARK_INTERVAL`] (see
+//!   [`FakeCluster::set_bookmark_interval`]), `timeoutSeconds`,
 //!   and an `ERROR` event with a `410 Expired` Status for a resourceVersion
 //!   older than the retained history ([`FakeCluster::compact`] drops it);
 //! - a simulated kubelet and controllers ([`Kubelet`]) and faults
@@ -127,6 +128,8 @@ pub(crate) struct Shared {
     /// `127.0.0.1:port`.
     pub(crate) address: String,
     pub(crate) cancel: CancellationToken,
+    /// Milliseconds between bookmarks.
+    pub(crate) bookmark_ms: std::sync::atomic::AtomicU64,
 }
 
 /// A running fake Kubernetes API server. Dropping it stops the server,
@@ -213,6 +216,9 @@ impl FakeCluster {
             token: format!("krake-testkit-{}", uuid::Uuid::new_v4().simple()),
             address,
             cancel: CancellationToken::new(),
+            bookmark_ms: std::sync::atomic::AtomicU64::new(
+                Self::BOOKMARK_INTERVAL.as_millis() as u64
+            ),
         });
         let fake = FakeCluster {
             shared: shared.clone(),
@@ -231,16 +237,28 @@ impl FakeCluster {
         tokio::spawn(kubelet.run(shared.cancel.clone()));
         let ticker = shared.clone();
         tokio::spawn(async move {
-            let mut interval = tokio::time::interval(Self::BOOKMARK_INTERVAL);
-            interval.tick().await;
             loop {
+                let ms = ticker
+                    .bookmark_ms
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    .max(10);
                 tokio::select! {
                     _ = ticker.cancel.cancelled() => return,
-                    _ = interval.tick() => ticker.store.lock().bookmark(),
+                    _ = tokio::time::sleep(Duration::from_millis(ms)) => ticker.store.lock().bookmark(),
                 }
             }
         });
         Ok(fake)
+    }
+
+    /// Sets how often watches get a `BOOKMARK` (default
+    /// [`BOOKMARK_INTERVAL`](Self::BOOKMARK_INTERVAL); at least 10 ms),
+    /// from the next one on.
+    pub fn set_bookmark_interval(&self, interval: Duration) {
+        let ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
+        self.shared
+            .bookmark_ms
+            .store(ms, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// `https://127.0.0.1:<port>`.

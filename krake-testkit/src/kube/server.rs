@@ -408,7 +408,7 @@ async fn route(
                     };
                     if kind == PatchType::Apply {
                         shared.stats.count(Verb::Apply);
-                        if !q.get("fieldManager").is_some_and(|m| !m.is_empty()) {
+                        if q.get("fieldManager").is_none_or(|m| m.is_empty()) {
                             return Err(Status::new(
                                 422,
                                 "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",

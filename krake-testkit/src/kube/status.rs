@@ -19,7 +19,7 @@ pub struct Status {
     /// The human-readable message, worded as a real API server words it.
     pub message: String,
     /// `details`: name, group, kind and causes, as JSON (`None` leaves it out).
-    pub details: Option<Value>,
+    pub details: Option<Box<Value>>,
 }
 
 impl std::fmt::Display for Status {
@@ -105,6 +105,11 @@ impl Status {
         &self.message
     }
 
+    /// `details` (name, group, kind, causes), if any.
+    pub fn details(&self) -> Option<&Value> {
+        self.details.as_deref()
+    }
+
     /// A Status with this code, its usual reason and a message.
     pub fn new(code: u16, message: impl Into<String>) -> Self {
         Self {
@@ -126,14 +131,14 @@ impl Status {
             "reason": self.reason,
         });
         if let Some(details) = &self.details {
-            body["details"] = details.clone();
+            body["details"] = (**details).clone();
         }
         body["code"] = json!(self.code);
         body
     }
 
     fn with_details(mut self, details: Value) -> Self {
-        self.details = Some(details);
+        self.details = Some(Box::new(details));
         self
     }
 
