@@ -495,11 +495,10 @@ async fn watcher_sees_changes_and_relists_after_410() {
         other => panic!("{other:?}"),
     }
 
-    // The cluster goes away; meanwhile the history is compacted; the
+    // The cluster goes away and comes back as a restarted API server: the
     // watcher's resume gets 410 and it lists again.
     fake.faults().refuse_connections(true);
     fake.create(deployment("w2", "nginx")).unwrap();
-    fake.compact();
     tokio::time::sleep(Duration::from_millis(100)).await;
     fake.faults().refuse_connections(false);
     let mut saw_gone = false;
@@ -521,6 +520,8 @@ async fn watcher_sees_changes_and_relists_after_410() {
     assert!(saw_gone, "the watcher resumed with a 410 and relisted");
 
     // A raw watch from an old version gets the ERROR event itself.
+    fake.create(deployment("w3", "nginx")).unwrap();
+    fake.compact();
     let stream = deployments
         .watch(&WatchParams::default(), "1")
         .await
@@ -931,4 +932,63 @@ async fn raw_watch_bookmarks_selectors_and_timeout() {
     })
     .await;
     assert!(ended.is_ok() && started.elapsed() < Duration::from_secs(4));
+}
+
+#[tokio::test]
+async fn apply_removes_a_list_map_item_it_no_longer_applies() {
+    let fake = FakeCluster::start().await.unwrap();
+    let c = client(fake.kubeconfig()).await;
+    let deployments: Api<Deployment> = Api::namespaced(c.clone(), "default");
+    let ssa = PatchParams::apply("krake").force();
+    let with_env = |env: Value| {
+        let mut d = deployment("web", "nginx");
+        d["spec"]["template"]["spec"]["containers"][0]["env"] = env;
+        d
+    };
+    let both =
+        with_env(json!([{"name": "MODE", "value": "fast"}, {"name": "DEBUG", "value": "1"}]));
+    deployments
+        .patch("web", &ssa, &Patch::Apply(&both))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    fake.merge_patch(
+        "apps/v1",
+        "Deployment",
+        Some("default"),
+        "web",
+        json!({"spec": {"replicas": 5}}),
+    )
+    .unwrap();
+    deployments
+        .patch("web", &ssa, &Patch::Apply(&both))
+        .await
+        .unwrap();
+    fake.merge_patch(
+        "apps/v1",
+        "Deployment",
+        Some("default"),
+        "web",
+        json!({"metadata": {"labels": {"team": "ops"}}}),
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let one = with_env(json!([{"name": "MODE", "value": "fast"}]));
+    let applied = deployments
+        .patch("web", &ssa, &Patch::Apply(&one))
+        .await
+        .unwrap();
+    let env = applied.spec.template.spec.unwrap().containers[0]
+        .env
+        .clone()
+        .unwrap();
+    let names: Vec<&str> = env.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(
+        names,
+        vec!["MODE"],
+        "{:#?}",
+        applied.metadata.managed_fields
+    );
+    assert_eq!(applied.metadata.labels.unwrap()["team"], "ops");
+    assert_eq!(applied.spec.replicas, Some(2));
 }

@@ -289,14 +289,20 @@ pub(crate) fn apply(
     // Fields this manager applied before and omits now, that no one else owns.
     let others = managed.others_union(manager, "Apply", subresource);
     let dropped = last_set.difference(&config_set).difference(&others);
+    // Parents first: a removed list item or map takes its fields along
+    // (its key fields gone, a list-map item could no longer be found).
     let mut paths = dropped.paths();
-    paths.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    paths.sort_by_key(Vec::len);
     let mut kept = others.clone();
     kept.union_with(&config_set);
+    let mut gone: Vec<Vec<String>> = Vec::new();
     for path in paths {
+        if gone.iter().any(|g| path.starts_with(g)) {
+            continue;
+        }
         // A field that still holds fields someone owns stays.
-        if !kept.has_within(&path) {
-            remove_path(&mut merged, &path);
+        if !kept.has_within(&path) && remove_path(&mut merged, &path) {
+            gone.push(path);
         }
     }
 

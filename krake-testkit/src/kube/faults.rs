@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use super::storage::Store;
+
 /// Faults to inject into a running fake, as a cluster under trouble
 /// would show them. Every setting applies at once to new requests.
 #[derive(Debug)]
@@ -15,11 +17,14 @@ pub struct Faults {
     fail: Mutex<Option<u16>>,
     fail_next: Mutex<(u32, u16)>,
     slow: Mutex<Option<Duration>>,
+    /// The store whose watch history an outage ends.
+    store: std::sync::Arc<Store>,
 }
 
-impl Default for Faults {
-    fn default() -> Self {
+impl Faults {
+    pub(crate) fn new(store: std::sync::Arc<Store>) -> Self {
         Self {
+            store,
             refuse: watch::channel(false).0,
             cut: watch::channel(0).0,
             fail: Mutex::new(None),
@@ -31,9 +36,16 @@ impl Default for Faults {
 
 impl Faults {
     /// `true`: the cluster goes away: open connections (and their watches)
-    /// are closed at once and new ones are refused. `false`: it serves
-    /// again, on the same port.
+    /// are closed at once and new ones are accepted and closed at once
+    /// (clients see a connection or TLS handshake error). `false`: it
+    /// serves again, on the same port, as a restarted API server does: its
+    /// watch cache starts at the current resourceVersion, so a watch
+    /// resuming from an older one gets `410 Expired` and the client lists
+    /// again.
     pub fn refuse_connections(&self, refuse: bool) {
+        if !refuse && *self.refuse.borrow() {
+            self.store.lock().compact();
+        }
         self.refuse.send_replace(refuse);
     }
 

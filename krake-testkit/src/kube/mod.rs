@@ -50,7 +50,10 @@
 //!   and an `ERROR` event with a `410 Expired` Status for a resourceVersion
 //!   older than the retained history ([`FakeCluster::compact`] drops it);
 //! - a simulated kubelet and controllers ([`Kubelet`]) and faults
-//!   ([`Faults`]); request counts ([`RequestStats`]).
+//!   ([`Faults`]): an outage ([`Faults::refuse_connections`]) ends like an
+//!   API server restart, with a watch cache that starts afresh (resuming
+//!   watches get `410 Expired` and relist); request counts
+//!   ([`RequestStats`]).
 //!
 //! # What it does not emulate
 //!
@@ -208,8 +211,8 @@ impl FakeCluster {
         let store = Arc::new(Store::new(Self::HISTORY));
         let kubelet = Arc::new(Kubelet::new(store.clone()));
         let shared = Arc::new(Shared {
-            store,
-            faults: Faults::default(),
+            store: store.clone(),
+            faults: Faults::new(store.clone()),
             stats: RequestStats::default(),
             kubelet: kubelet.clone(),
             pki,
