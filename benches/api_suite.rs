@@ -169,8 +169,12 @@ async fn creates_against_etcd_puts(plan: &Plan, http: &reqwest::Client) {
     let store = EtcdStore::connect(&[etcd.endpoint()], EtcdOptions::default())
         .await
         .expect("connect to etcd");
-    let server =
-        TestServer::start(Arc::new(store), ApiConfig::default(), Backing::Other(Box::new(etcd))).await;
+    let server = TestServer::start(
+        Arc::new(store),
+        ApiConfig::default(),
+        Backing::Other(Box::new(etcd)),
+    )
+    .await;
     let url = Arc::new(format!("{}{APPS}", server.url()));
 
     post_ok(http, &url, &application_body("template")).await;

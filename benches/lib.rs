@@ -16,7 +16,9 @@
 
 pub mod api_suite;
 pub mod controller_suite;
+pub mod kubernetes_suite;
 pub mod model_suite;
+pub mod process_stats;
 pub mod scheduler_suite;
 
 use std::hint::black_box;
@@ -136,6 +138,13 @@ mod tests {
     #[test]
     fn controller_suite_runs() {
         controller_suite::run(Mode::Smoke);
+    }
+
+    /// The Kubernetes suite in smoke mode: 20 applications on 2 fake
+    /// clusters deployed, healed and deleted, every outcome checked.
+    #[test]
+    fn kubernetes_suite_runs() {
+        kubernetes_suite::run(Mode::Smoke);
     }
 
     /// The scheduler suite in smoke mode: every decision checked against

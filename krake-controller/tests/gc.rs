@@ -6,7 +6,6 @@
 
 use std::time::Duration;
 
-use krake_api::testing::TestServer;
 use krake_client::{Api, Client, DeleteParams};
 use krake_controller::gc::{Cycles, GarbageCollector, GcConfig};
 use krake_controller::metrics::Metrics;

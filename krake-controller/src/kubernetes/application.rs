@@ -151,6 +151,23 @@ pub(crate) async fn reconcile(
     app: Arc<Application>,
     cx: Arc<Context>,
 ) -> Result<Action, ApplicationError> {
+    let name = app.metadata.name.clone();
+    match reconcile_version(app, cx).await {
+        // Someone (the scheduler, a user) wrote the application since this
+        // version was read: the newer one is on its way through the watch
+        // and starts the next run; no backoff for that.
+        Err(ApplicationError::Api(err)) if err.is_conflict() => {
+            tracing::debug!(application = %name, "application changed meanwhile; next version");
+            Ok(Action::await_change())
+        }
+        other => other,
+    }
+}
+
+async fn reconcile_version(
+    app: Arc<Application>,
+    cx: Arc<Context>,
+) -> Result<Action, ApplicationError> {
     let key = ObjectKey::of(app.as_ref());
     if app.metadata.is_deleted() {
         if app.metadata.finalizers.last().map(String::as_str) == Some(FINALIZER) {
@@ -279,6 +296,11 @@ async fn run_on(
     };
     match outcome {
         Outcome::Done(status) => {
+            tracing::debug!(
+                application = %app.metadata.name,
+                state = ?status.state,
+                "application reconciled"
+            );
             write_status(app, cx, *status).await?;
             Ok(Action::requeue(cx.resync))
         }

@@ -29,7 +29,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use krake_client::Client;
 use krake_data::kinds::kubernetes::{
@@ -38,7 +37,6 @@ use krake_data::kinds::kubernetes::{
 };
 use krake_data::{Reason, ReasonCode, Timestamp};
 use kube::api::Api;
-use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, Store as NodeStore};
 use kube::runtime::watcher::{self, Event};
 use tokio::sync::broadcast;
@@ -46,6 +44,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::action::Action;
 use crate::kubernetes::cluster_client::{ClusterClients, KubeError, fingerprint};
+use crate::kubernetes::cluster_watch;
 use crate::object_key::ObjectKey;
 use crate::work_queue::Attempt;
 
@@ -194,38 +193,27 @@ fn spawn_watch(
 ) {
     let writer = reflector::store::Writer::<Node>::default();
     let store = writer.as_reader();
-    let stream = reflector::reflector(
-        writer,
-        watcher::watcher(nodes, watcher::Config::default()).default_backoff(),
-    );
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        loop {
-            let event = tokio::select! {
-                event = stream.next() => event,
-                () = stop.cancelled() => return,
-            };
-            let Some(event) = event else { return };
-            let observation = match event {
-                Ok(Event::Apply(_) | Event::Delete(_) | Event::InitDone) => {
-                    NodeObservation::Reachable(node_conditions(&store))
-                }
-                Ok(Event::Init | Event::InitApply(_)) => continue,
-                Err(err) => NodeObservation::Unreachable(unreachable_message(&err)),
-            };
-            let changed = match latest.lock() {
-                Ok(mut latest) => {
-                    let changed = *latest != observation;
-                    *latest = observation;
-                    changed
-                }
-                Err(_) => return,
-            };
-            if changed {
-                let _ = triggers.send(key.clone());
+    tokio::spawn(cluster_watch::drive(writer, nodes, stop, move |event| {
+        let observation = match event {
+            Ok(Event::Apply(_) | Event::Delete(_) | Event::InitDone) => {
+                NodeObservation::Reachable(node_conditions(&store))
             }
+            Ok(Event::Init | Event::InitApply(_)) => return true,
+            Err(err) => NodeObservation::Unreachable(unreachable_message(&err)),
+        };
+        let changed = match latest.lock() {
+            Ok(mut latest) => {
+                let changed = *latest != observation;
+                *latest = observation;
+                changed
+            }
+            Err(_) => return false,
+        };
+        if changed {
+            let _ = triggers.send(key.clone());
         }
-    });
+        true
+    }));
 }
 
 /// A watcher error in one line, with its cause.

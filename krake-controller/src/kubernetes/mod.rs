@@ -43,6 +43,7 @@
 pub mod application;
 pub mod cluster;
 pub mod cluster_client;
+mod cluster_watch;
 pub mod health;
 pub mod observation;
 pub mod observer_schema;

@@ -19,15 +19,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
 use kube::api::DynamicObject;
-use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::watcher::{self, Event};
-use tokio::sync::broadcast;
+use kube::runtime::watcher::Event;
+use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::kubernetes::cluster_client::{ClusterClient, KubeError, ResolvedKind, api_for};
+use crate::kubernetes::cluster_watch;
 use crate::object_key::ObjectKey;
 
 /// One shared watch: a kind in a namespace (`None`: a cluster-wide kind)
@@ -48,6 +47,9 @@ pub struct WatchKey {
 
 struct Watch {
     store: Store<DynamicObject>,
+    /// True once the watch has listed its objects (and stays true across
+    /// relists, as the store keeps serving the last view meanwhile).
+    ready: watch::Receiver<bool>,
     /// Object name -> applications owning it.
     owners: HashMap<String, HashSet<ObjectKey>>,
     last_error: Arc<Mutex<Option<String>>>,
@@ -155,7 +157,7 @@ impl Observations {
                         .entry(observed.name.to_owned())
                         .or_default()
                         .insert(app.clone());
-                    stores.push((watch.store.clone(), watch.last_error.clone()));
+                    stores.push((watch.ready.clone(), watch.last_error.clone()));
                     let mut reference = ObjectRef::<DynamicObject>::new_with(
                         observed.name,
                         observed.resource.resource.clone(),
@@ -180,8 +182,8 @@ impl Observations {
             kept.extend(wanted);
             state.interests.insert(app.clone(), kept);
         }
-        for (store, last_error) in stores {
-            self.wait_ready(&store, &last_error).await?;
+        for (mut ready, last_error) in stores {
+            self.wait_ready(&mut ready, &last_error).await?;
         }
         Ok(refs
             .into_iter()
@@ -242,11 +244,15 @@ impl Observations {
 
     async fn wait_ready(
         &self,
-        store: &Store<DynamicObject>,
+        ready: &mut watch::Receiver<bool>,
         last_error: &Mutex<Option<String>>,
     ) -> Result<(), KubeError> {
-        match tokio::time::timeout(self.ready_timeout, store.wait_until_ready()).await {
-            Ok(Ok(())) => Ok(()),
+        // Not `Store::wait_until_ready`: its readiness is set when the
+        // reflector applies the first InitDone, and a waiter that arrives
+        // around then was seen to sleep until its timeout; this flag is set
+        // by the task below after the store has the listed objects.
+        match tokio::time::timeout(self.ready_timeout, ready.wait_for(|ready| *ready)).await {
+            Ok(Ok(_)) => Ok(()),
             Ok(Err(_)) => Err(KubeError::Unreachable("the watch stopped".into())),
             Err(_) => {
                 let error = last_error.lock().ok().and_then(|e| e.clone());
@@ -268,56 +274,50 @@ impl Observations {
             resource,
             key.namespace.as_deref().unwrap_or(""),
         );
-        let stream = reflector::reflector(
-            writer,
-            watcher::watcher(api, watcher::Config::default()).default_backoff(),
-        );
         let state = Arc::downgrade(&self.state);
         let triggers = self.triggers.clone();
         let task_stop = stop.clone();
         let task_key = key.clone();
         let task_error = last_error.clone();
-        tokio::spawn(async move {
-            let mut stream = std::pin::pin!(stream);
-            loop {
-                let event = tokio::select! {
-                    event = stream.next() => event,
-                    () = task_stop.cancelled() => return,
-                };
-                let Some(event) = event else { return };
-                let Some(state) = state.upgrade() else { return };
-                let woken: Vec<ObjectKey> = match event {
-                    Ok(Event::Apply(object) | Event::Delete(object)) => {
-                        let name = object.metadata.name.unwrap_or_default();
-                        owners_of(&state, &task_key, Some(&name))
-                    }
-                    Ok(Event::InitDone) => {
-                        if let Ok(mut error) = task_error.lock() {
-                            *error = None;
-                        }
-                        owners_of(&state, &task_key, None)
-                    }
-                    Ok(Event::Init | Event::InitApply(_)) => Vec::new(),
-                    Err(err) => {
-                        tracing::debug!(
-                            cluster = %task_key.cluster,
-                            kind = %task_key.kind,
-                            error = %err,
-                            "watch failed; retrying"
-                        );
-                        if let Ok(mut error) = task_error.lock() {
-                            *error = Some(err.to_string());
-                        }
-                        Vec::new()
-                    }
-                };
-                for app in woken {
-                    let _ = triggers.send(app);
+        let (ready_tx, ready) = watch::channel(false);
+        tokio::spawn(cluster_watch::drive(writer, api, task_stop, move |event| {
+            let Some(state) = state.upgrade() else {
+                return false;
+            };
+            let woken: Vec<ObjectKey> = match event {
+                Ok(Event::Apply(object) | Event::Delete(object)) => {
+                    let name = object.metadata.name.unwrap_or_default();
+                    owners_of(&state, &task_key, Some(&name))
                 }
+                Ok(Event::InitDone) => {
+                    if let Ok(mut error) = task_error.lock() {
+                        *error = None;
+                    }
+                    ready_tx.send_replace(true);
+                    owners_of(&state, &task_key, None)
+                }
+                Ok(Event::Init | Event::InitApply(_)) => Vec::new(),
+                Err(err) => {
+                    tracing::debug!(
+                        cluster = %task_key.cluster,
+                        kind = %task_key.kind,
+                        error = %err,
+                        "watch failed; retrying"
+                    );
+                    if let Ok(mut error) = task_error.lock() {
+                        *error = Some(err.to_string());
+                    }
+                    Vec::new()
+                }
+            };
+            for app in woken {
+                let _ = triggers.send(app);
             }
-        });
+            true
+        }));
         Watch {
             store,
+            ready,
             owners: HashMap::new(),
             last_error,
             stop,
