@@ -70,7 +70,10 @@ async fn binds_pending_applications_on_the_embedded_store() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binds_pending_applications_on_etcd() {
-    binds_pending_applications_to_matching_online_clusters(krake_testkit::server::etcd_server().await).await;
+    binds_pending_applications_to_matching_online_clusters(
+        krake_testkit::server::etcd_server().await,
+    )
+    .await;
 }
 
 async fn binds_pending_applications_to_matching_online_clusters(server: TestServer) {

@@ -15,8 +15,8 @@ use krake_api::bootstrap;
 use krake_api::store::Store;
 use krake_api::testing::pki::TestCa;
 use krake_api::testing::{Backing, TestServer, embedded_store};
-use krake_testkit::server::etcd_store;
 use krake_api::{ApiConfig, AuthorizationMode};
+use krake_testkit::server::etcd_store;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 

@@ -79,7 +79,11 @@ async fn etcd_down_gives_503_quickly_then_recovers() {
     let health = http.get(format!("{url}/healthz")).send().await.unwrap();
     assert_eq!(health.status(), StatusCode::OK);
 
-    krake_testkit::server::etcd_of(&mut server).unwrap().start_again().await.unwrap();
+    krake_testkit::server::etcd_of(&mut server)
+        .unwrap()
+        .start_again()
+        .await
+        .unwrap();
     let mut recovered = false;
     for _ in 0..100 {
         let response = http.get(format!("{url}{APPS}/a")).send().await.unwrap();
@@ -190,7 +194,11 @@ async fn resume_from_compacted_history_is_410_on_etcd() {
             .parse()
             .unwrap();
     }
-    krake_testkit::server::etcd_of(&mut server).unwrap().compact(last).await.unwrap();
+    krake_testkit::server::etcd_of(&mut server)
+        .unwrap()
+        .compact(last)
+        .await
+        .unwrap();
     let response = http
         .get(format!("{url}{APPS}?watch&resource_version=2"))
         .send()

@@ -73,10 +73,10 @@ pub mod controller;
 pub mod finalizer;
 #[cfg(feature = "gc")]
 pub mod gc;
-pub mod leader;
-pub mod metrics;
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes;
+pub mod leader;
+pub mod metrics;
 #[cfg(feature = "metrics-providers")]
 pub mod metrics_provider;
 pub mod object_key;

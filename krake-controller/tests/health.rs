@@ -77,7 +77,11 @@ fn pods_run_crash_restart_and_complete() {
     );
     // Never: finished for good, failed when any exit is non-zero.
     assert_eq!(
-        health(pod(Some("Never"), "Failed", json!([terminated(0), terminated(1)]))),
+        health(pod(
+            Some("Never"),
+            "Failed",
+            json!([terminated(0), terminated(1)])
+        )),
         (ApplicationState::Completed, pods(1, 0, 0, 1))
     );
     // One container still running: not finished.
@@ -99,9 +103,7 @@ fn pods_run_crash_restart_and_complete() {
 #[test]
 fn replicated_workloads_compare_ready_with_desired() {
     for kind in ["Deployment", "StatefulSet", "ReplicaSet"] {
-        let workload = |replicas: Value, ready: Value| {
-            json!({"kind": kind, "spec": {"replicas": replicas}, "status": {"readyReplicas": ready, "replicas": 7}})
-        };
+        let workload = |replicas: Value, ready: Value| json!({"kind": kind, "spec": {"replicas": replicas}, "status": {"readyReplicas": ready, "replicas": 7}});
         assert_eq!(
             health(workload(json!(3), json!(3))),
             (ApplicationState::Running, pods(3, 3, 0, 0)),
@@ -125,9 +127,7 @@ fn replicated_workloads_compare_ready_with_desired() {
             "{kind}"
         );
     }
-    let daemons = |desired: i64, ready: i64| {
-        json!({"kind": "DaemonSet", "status": {"desiredNumberScheduled": desired, "numberReady": ready, "currentNumberScheduled": 9}})
-    };
+    let daemons = |desired: i64, ready: i64| json!({"kind": "DaemonSet", "status": {"desiredNumberScheduled": desired, "numberReady": ready, "currentNumberScheduled": 9}});
     assert_eq!(
         health(daemons(4, 4)),
         (ApplicationState::Running, pods(4, 4, 0, 0))
@@ -147,16 +147,24 @@ fn jobs_run_complete_and_fail() {
         (ApplicationState::Completed, pods(2, 0, 2, 0))
     );
     assert_eq!(
-        health(job(json!({"failed": 3, "conditions": [{"type": "Failed", "status": "True"}]}))),
+        health(job(
+            json!({"failed": 3, "conditions": [{"type": "Failed", "status": "True"}]})
+        )),
         (ApplicationState::Degraded, pods(2, 0, 0, 3))
     );
     assert_eq!(
-        health(job(json!({"conditions": [{"type": "Complete", "status": "True"}]}))).0,
+        health(job(
+            json!({"conditions": [{"type": "Complete", "status": "True"}]})
+        ))
+        .0,
         ApplicationState::Completed
     );
     // A condition that is not true does not count.
     assert_eq!(
-        health(job(json!({"conditions": [{"type": "Failed", "status": "False"}]}))).0,
+        health(job(
+            json!({"conditions": [{"type": "Failed", "status": "False"}]})
+        ))
+        .0,
         ApplicationState::Running
     );
 }
@@ -271,6 +279,7 @@ fn hostile_json_never_panics_and_counts_as_absent() {
     );
     // A count beyond i64 saturates.
     assert_eq!(health(hostile[6].clone()).1.desired_pods, i64::MAX);
-    let service = json!({"spec": {"type": "NodePort", "ports": [{"nodePort": "x"}, {"nodePort": -3}]}});
+    let service =
+        json!({"spec": {"type": "NodePort", "ports": [{"nodePort": "x"}, {"nodePort": -3}]}});
     assert_eq!(service_endpoint(&service, "h"), None);
 }

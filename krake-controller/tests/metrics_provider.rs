@@ -9,14 +9,14 @@ use std::time::{Duration, Instant};
 use indexmap::IndexMap;
 use krake_controller::metrics_provider::{MetricsProviders, ProviderError, ProvidersConfig};
 use krake_controller::testing::Behaviour;
-use krake_testkit::prometheus::Exporter;
 use krake_controller::testing::influx::FakeInflux;
 use krake_controller::testing::ksql::FakeKsql;
-use krake_testkit::prometheus::PrometheusProcess;
 use krake_data::kinds::core::{
     InfluxSpec, KafkaSpec, MetricsProviderSpec, PrometheusSpec, StaticSpec,
 };
 use krake_data::reason::ReasonCode;
+use krake_testkit::prometheus::Exporter;
+use krake_testkit::prometheus::PrometheusProcess;
 
 fn providers(ttl: Duration, timeout: Duration) -> MetricsProviders {
     MetricsProviders::new(ProvidersConfig {
