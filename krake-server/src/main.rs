@@ -248,7 +248,7 @@ struct ControllerArgs {
     /// The Lease's namespace [default: system].
     #[arg(long)]
     lease_namespace: Option<String>,
-    /// The Lease's name [default: krake-<controller>, e.g. krake-gc].
+    /// The Lease's name [default: krake-CONTROLLER, e.g. krake-gc].
     #[arg(long)]
     lease_name: Option<String>,
     /// Seconds the Lease is held after a renewal [default: 15].
