@@ -8,7 +8,7 @@
 //! dropped from the manifest, migration, deletion, custom resources, cluster
 //! states from node conditions and reachability, and bad input (a manifest
 //! the cluster refuses, an unknown kind, a missing namespace, an unreachable
-//! cluster, a wrong CA).
+//! cluster, a cluster answering garbage, a wrong CA).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::future::Future;
@@ -730,6 +730,32 @@ async fn bad_input_ends_in_a_clear_state_and_reason() {
     until("replicas 2 applied", || async {
         fake.get("apps/v1", "Deployment", Some("default"), "invalid")
             .is_some_and(|d| d["spec"]["replicas"] == 2)
+    })
+    .await;
+
+    // The cluster answers garbage (200 with a body that is not JSON): the
+    // same, with the decoding error as the reason; nothing panics.
+    fake.faults().answer_garbage(true);
+    env.update_spec("refused", |spec| {
+        spec["manifest"][0]["spec"]["replicas"] = json!(3);
+    })
+    .await;
+    let degraded = env
+        .app_until("refused", "DEGRADED on garbage", |a| {
+            a.status.state == ApplicationState::Degraded
+        })
+        .await;
+    let reason = degraded.status.reason.unwrap();
+    assert_eq!(reason.code, ReasonCode::ClusterNotReachable);
+    assert!(!reason.message.is_empty());
+    fake.faults().answer_garbage(false);
+    until("replicas 3 applied after the garbage", || async {
+        fake.get("apps/v1", "Deployment", Some("default"), "invalid")
+            .is_some_and(|d| d["spec"]["replicas"] == 3)
+    })
+    .await;
+    env.app_until("refused", "RUNNING after the garbage", |a| {
+        a.status.state == ApplicationState::Running
     })
     .await;
 

@@ -17,6 +17,7 @@ pub struct Faults {
     fail: Mutex<Option<u16>>,
     fail_next: Mutex<(u32, u16)>,
     slow: Mutex<Option<Duration>>,
+    garbage: std::sync::atomic::AtomicBool,
     /// The store whose watch history an outage ends.
     store: std::sync::Arc<Store>,
 }
@@ -30,6 +31,7 @@ impl Faults {
             fail: Mutex::new(None),
             fail_next: Mutex::new((0, 0)),
             slow: Mutex::new(None),
+            garbage: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -66,6 +68,18 @@ impl Faults {
         *self.slow.lock().unwrap_or_else(|p| p.into_inner()) = delay;
     }
 
+    /// `true`: every authenticated request is answered `200 OK` with
+    /// `Content-Type: application/json` and a body that is not JSON, as a
+    /// broken proxy in front of a cluster might answer; `false` ends it.
+    pub fn answer_garbage(&self, garbage: bool) {
+        self.garbage.store(garbage, Ordering::Relaxed);
+    }
+
+    /// Whether answers are garbage now.
+    pub(crate) fn is_answering_garbage(&self) -> bool {
+        self.garbage.load(Ordering::Relaxed)
+    }
+
     /// Closes every open watch stream now (the clients see their watches
     /// end, as when an API server restarts its watch cache).
     pub fn cut_watches(&self) {
@@ -100,6 +114,7 @@ impl Faults {
         self.fail_requests(None);
         self.fail_next(0, 0);
         self.slow(None);
+        self.answer_garbage(false);
     }
 
     /// Whether new connections are refused now.

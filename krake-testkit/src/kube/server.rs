@@ -169,6 +169,14 @@ async fn handle(shared: Arc<Shared>, cert_ok: bool, req: Request<Incoming>) -> R
     if let Some(code) = shared.faults.failure() {
         return status_response(&Status::injected(code));
     }
+    if shared.faults.is_answering_garbage() {
+        let mut resp = Response::new(full(&b"\x00\xffnot json {{{ <html>"[..]));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        return resp;
+    }
     let (parts, body) = req.into_parts();
     let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
