@@ -8,6 +8,11 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use krake_store::Revision;
 
+/// The objects per store read of a list: a list of any size is read in
+/// pages of this many objects at one revision and streamed, so memory
+/// follows the page, not the list.
+pub const STORE_PAGE: usize = 500;
+
 /// Where the next page starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContinueToken {

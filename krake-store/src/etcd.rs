@@ -19,7 +19,7 @@
 //! | store | etcd |
 //! |---|---|
 //! | [`Store::get`] | range of one key |
-//! | [`Store::list`] | range `[max(prefix, start_after + "\0"), prefix + 1)` sorted by key, `limit` (`Some(0)`: no limit, as in etcd), `revision`; `more` is etcd's |
+//! | [`Store::list`] | range `[max(prefix, start_after + "\0"), prefix + 1)` sorted by key, `limit`, `revision`; `more` is etcd's. Without a limit (or `Some(0)`), ranges of [`LIST_PAGE`] keys at the revision of the first, until etcd has no more |
 //! | [`Store::create`] | txn `create_revision(key) == 0` then put; else [`StoreError::AlreadyExists`] |
 //! | [`Store::update`] | txn `create_revision(key) > 0 && mod_revision(key) == expected` then put, else get: [`StoreError::NotFound`] or [`StoreError::Conflict`] with the revision found, from the same transaction |
 //! | [`Store::delete`] | with `expected`: the same transaction with a delete; without: a plain delete, [`StoreError::NotFound`] if nothing was deleted |
@@ -57,6 +57,12 @@
 //! - Requests carry etcd's "require leader" flag, so a member cut off from
 //!   its cluster refuses requests and cancels watches instead of serving
 //!   stale data.
+//! - No list fails for its size: etcd is read in pages, and an answer over
+//!   the client's decoding limit ([`MAX_DECODING_MESSAGE_SIZE`]) is read
+//!   again as a smaller page (a [`ListPage`] may then hold fewer items than
+//!   the limit, with `more` set). A list without a limit still gathers every
+//!   key in memory: callers that list big prefixes read pages themselves
+//!   (the API streams them).
 //! - Keys that are not UTF-8 (not written by Krake) are
 //!   [`StoreError::Internal`].
 //!
@@ -83,8 +89,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, SortOrder, SortTarget, Txn,
-    TxnOp, TxnOpResponse, TxnResponse, WatchOptions, WatchResponse, WatchStream,
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, KvClient, SortOrder,
+    SortTarget, Txn, TxnOp, TxnOpResponse, TxnResponse, WatchOptions, WatchResponse, WatchStream,
 };
 use futures::StreamExt;
 
@@ -103,6 +109,15 @@ mod grpc_code {
     pub const OUT_OF_RANGE: i32 = 11;
     pub const UNAVAILABLE: i32 = 14;
 }
+
+/// The largest etcd answer the client decodes (tonic's default is 4 MiB):
+/// lists are read in pages of [`LIST_PAGE`] keys, so this is only a safety
+/// net for pages of very large objects, which are then read again in
+/// smaller pages.
+pub const MAX_DECODING_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
+
+/// The keys per etcd request of a [`Store::list`] without a limit.
+pub const LIST_PAGE: usize = 500;
 
 /// The message of etcd's error for a read at a compacted revision.
 const COMPACTED_MESSAGE: &str = "required revision has been compacted";
@@ -307,44 +322,82 @@ impl EtcdStore {
             _ => None,
         }
     }
-}
-
-#[async_trait]
-impl Store for EtcdStore {
-    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        let mut kv = self.client.kv_client();
-        let mut response = self
-            .call(|| format!("a get of {key}"), kv.get(key, None))
-            .await?;
-        response
-            .take_kvs()
-            .into_iter()
-            .next()
-            .map(convert_kv)
-            .transpose()
+    /// A key-value client whose answers may be up to
+    /// [`MAX_DECODING_MESSAGE_SIZE`] (`None`: any size).
+    fn kv_client(&self, max_answer: Option<usize>) -> KvClient {
+        self.client
+            .kv_client()
+            .max_decoding_message_size(max_answer.unwrap_or(usize::MAX))
     }
 
-    async fn list(&self, prefix: &str, options: &ListOptions) -> Result<ListPage, StoreError> {
-        let (mut start, end) = prefix_range(prefix);
-        if let Some(after) = &options.start_after {
-            let mut next = after.as_bytes().to_vec();
-            next.push(0);
-            if next > start {
-                start = next;
+    /// At most `limit` keys of `[start, end)` at `revision` (`None`: now).
+    ///
+    /// An answer larger than [`MAX_DECODING_MESSAGE_SIZE`] is not an error:
+    /// the page is read again with fewer keys (in proportion to the size etcd
+    /// reported), and `more` tells the caller to go on. A single key larger
+    /// than that (etcd's own request limit makes it unlikely) is read with no
+    /// size limit.
+    async fn list_page(
+        &self,
+        prefix: &str,
+        start: Vec<u8>,
+        end: &[u8],
+        limit: usize,
+        revision: Option<Revision>,
+    ) -> Result<ListPage, StoreError> {
+        let mut limit = limit.max(1);
+        let mut max_answer = Some(MAX_DECODING_MESSAGE_SIZE);
+        loop {
+            match self
+                .range(prefix, start.clone(), end, limit, revision, max_answer)
+                .await?
+            {
+                Range::Page(page) => return Ok(page),
+                Range::TooLarge { found } if limit > 1 => {
+                    let fitting = (limit as u128).saturating_mul(MAX_DECODING_MESSAGE_SIZE as u128)
+                        / (found.max(1) as u128);
+                    // A margin for keys larger than the average, and always
+                    // smaller than the page that did not fit.
+                    let fitting = usize::try_from(fitting / 2).unwrap_or(limit / 2);
+                    limit = fitting.clamp(1, limit / 2);
+                    tracing::debug!(
+                        prefix,
+                        found,
+                        limit,
+                        "an etcd list page exceeded the answer size limit; reading fewer keys"
+                    );
+                }
+                Range::TooLarge { found } => {
+                    if max_answer.is_none() {
+                        return Err(StoreError::internal(format!(
+                            "etcd answered one key of {prefix} with {found} bytes, over any limit"
+                        )));
+                    }
+                    max_answer = None;
+                }
             }
         }
-        // A start past the end is an empty range for etcd: no special case.
+    }
+
+    /// One etcd range request of at most `limit` keys: a page, or the size
+    /// of an answer over `max_answer`.
+    async fn range(
+        &self,
+        prefix: &str,
+        start: Vec<u8>,
+        end: &[u8],
+        limit: usize,
+        revision: Option<Revision>,
+        max_answer: Option<usize>,
+    ) -> Result<Range, StoreError> {
         let mut get_options = GetOptions::new()
-            .with_range(end)
-            .with_sort(SortTarget::Key, SortOrder::Ascend);
-        // A limit of 0 means no limit, as in etcd.
-        if let Some(limit) = options.limit {
-            get_options = get_options.with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
-        }
-        if let Some(revision) = options.revision {
+            .with_range(end.to_vec())
+            .with_sort(SortTarget::Key, SortOrder::Ascend)
+            .with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
+        if let Some(revision) = revision {
             get_options = get_options.with_revision(revision);
         }
-        let mut kv = self.client.kv_client();
+        let mut kv = self.kv_client(max_answer);
         let result = tokio::time::timeout(
             self.options.request_timeout,
             kv.get(start, Some(get_options)),
@@ -355,7 +408,10 @@ impl Store for EtcdStore {
             Ok(Err(etcd_client::Error::GRpcStatus(status)))
                 if i32::from(status.code()) == grpc_code::OUT_OF_RANGE =>
             {
-                let requested = options.revision.unwrap_or_default();
+                let requested = revision.unwrap_or_default();
+                if let Some(found) = answer_too_large(status.message()) {
+                    return Ok(Range::TooLarge { found });
+                }
                 if status.message().contains(COMPACTED_MESSAGE) {
                     let oldest = self
                         .compaction_revision()
@@ -387,7 +443,7 @@ impl Store for EtcdStore {
                 )));
             }
         };
-        let revision = match options.revision {
+        let revision = match revision {
             Some(revision) => revision,
             None => header_revision(response.header())?,
         };
@@ -397,11 +453,94 @@ impl Store for EtcdStore {
             .into_iter()
             .map(convert_kv)
             .collect::<Result<_, _>>()?;
-        Ok(ListPage {
+        Ok(Range::Page(ListPage {
             items,
             revision,
             more,
-        })
+        }))
+    }
+}
+
+/// The outcome of one etcd range request.
+enum Range {
+    /// The keys.
+    Page(ListPage),
+    /// The answer had `found` bytes, more than the client accepts.
+    TooLarge {
+        /// The size of etcd's answer.
+        found: usize,
+    },
+}
+
+/// The size of the answer if `message` is the gRPC client's refusal of an
+/// answer over its size limit ("decoded message length too large: found N
+/// bytes, the limit is: M bytes").
+fn answer_too_large(message: &str) -> Option<usize> {
+    let (_, rest) = message.split_once("decoded message length too large: found ")?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// The smallest key after `key`.
+fn key_after(key: &str) -> Vec<u8> {
+    let mut next = key.as_bytes().to_vec();
+    next.push(0);
+    next
+}
+
+#[async_trait]
+impl Store for EtcdStore {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        let mut kv = self.client.kv_client();
+        let mut response = self
+            .call(|| format!("a get of {key}"), kv.get(key, None))
+            .await?;
+        response
+            .take_kvs()
+            .into_iter()
+            .next()
+            .map(convert_kv)
+            .transpose()
+    }
+
+    async fn list(&self, prefix: &str, options: &ListOptions) -> Result<ListPage, StoreError> {
+        let (mut start, end) = prefix_range(prefix);
+        if let Some(after) = &options.start_after {
+            let next = key_after(after);
+            if next > start {
+                start = next;
+            }
+        }
+        // A start past the end is an empty range for etcd: no special case.
+        if let Some(limit) = options.limit.filter(|&limit| limit > 0) {
+            return self
+                .list_page(prefix, start, &end, limit, options.revision)
+                .await;
+        }
+        // No limit: every key, read in pages at the revision of the first,
+        // so that no etcd answer grows with the size of the list.
+        let mut page = self
+            .list_page(prefix, start, &end, LIST_PAGE, options.revision)
+            .await?;
+        while page.more {
+            let Some(last) = page.items.last() else {
+                return Err(StoreError::internal(format!(
+                    "etcd answered an empty page of {prefix} with more to come"
+                )));
+            };
+            let next = self
+                .list_page(
+                    prefix,
+                    key_after(&last.key),
+                    &end,
+                    LIST_PAGE,
+                    Some(page.revision),
+                )
+                .await?;
+            page.items.extend(next.items);
+            page.more = next.more;
+        }
+        Ok(page)
     }
 
     async fn create(&self, key: &str, value: Bytes) -> Result<Revision, StoreError> {

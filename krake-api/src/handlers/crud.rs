@@ -8,6 +8,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use futures::{StreamExt as _, TryStreamExt as _};
 use krake_data::Timestamp;
 use krake_data::kinds::core::Verb;
 use krake_data::metadata::CASCADE_DELETION_FINALIZER;
@@ -19,7 +20,7 @@ use super::transaction::{Change, read_modify_write};
 use super::{KindRef, Target, flag, int_param, parse_json, watch};
 use crate::auth::{Access, User};
 use crate::object;
-use crate::pagination::ContinueToken;
+use crate::pagination::{ContinueToken, STORE_PAGE};
 use crate::problem::ApiError;
 use crate::selector::LabelSelector;
 use crate::state::ApiState;
@@ -152,6 +153,20 @@ pub async fn read(
 }
 
 /// `GET` a collection: a list, or a watch with `?watch`.
+///
+/// The store is read in pages of [`STORE_PAGE`] objects, all at the revision
+/// of the first page (one consistent snapshot). A list that fits in one page
+/// is answered at once, with a `Content-Length`. A longer one is streamed: the
+/// head and each page are written as they are read, so the server holds one
+/// page at a time whatever the size of the list; the bytes are the same as
+/// those of a list answered at once. An error before the first byte is
+/// Krake's error answer; a store error after it (etcd gone, or the snapshot
+/// compacted while a slow client reads) ends the body early, which the client
+/// sees as a broken answer, never as a shorter list.
+///
+/// With `?limit=N` the answer is one page of `N` objects with a continue
+/// token in its metadata, which precedes the items: that page is gathered
+/// before it is written (its size is the client's choice).
 pub async fn list(
     State(state): State<ApiState>,
     Extension(KindRef(kind)): Extension<KindRef>,
@@ -177,61 +192,188 @@ pub async fn list(
         })?),
         None => None,
     };
+    let store = state.store().clone();
+    let prefix = kind.prefix(target.ns());
     let options = ListOptions {
         start_after: token.as_ref().map(|t| t.last_key.clone()),
-        limit,
+        limit: Some(limit.map_or(STORE_PAGE, |limit| limit.min(STORE_PAGE))),
         revision: token.as_ref().map(|t| t.revision),
     };
-    let page = state
-        .store()
-        .list(&kind.prefix(target.ns()), &options)
-        .await?;
+    let page = store.list(&prefix, &options).await?;
+    let mut items = ListItems::new(selector, access);
+    let revision = page.revision;
+    let mut body = Vec::new();
+    let mut more = page.more;
+    let mut last_key = page.items.last().map(|kv| kv.key.clone());
+    items.write(&page.items, &mut body)?;
+    drop(page);
+    let Some(limit) = limit else {
+        if !more {
+            let mut answer = list_head(kind, revision, None)?;
+            answer.extend_from_slice(&body);
+            answer.extend_from_slice(b"]}");
+            return Ok(json_response(answer));
+        }
+        let mut first = list_head(kind, revision, None)?;
+        first.extend_from_slice(&body);
+        let next = NextPage {
+            store,
+            prefix,
+            revision,
+            // A page with more to come is never empty.
+            after: last_key.unwrap_or_default(),
+            items,
+        };
+        let rest = futures::stream::try_unfold(Some(next), |next| async move {
+            match next {
+                None => Ok(None),
+                Some(next) => next.read().await.map(Some),
+            }
+        });
+        let stream = futures::stream::once(async move { Ok(Bytes::from(first)) }).chain(rest);
+        let stream = stream.inspect_err(|error: &ApiError| {
+            tracing::warn!(%error, "a streamed list ended early");
+        });
+        let mut response = Response::new(axum::body::Body::from_stream(stream));
+        response.headers_mut().insert(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        );
+        return Ok(response);
+    };
+    let mut count = items.read;
+    while more && count < limit {
+        let options = ListOptions {
+            start_after: last_key.clone(),
+            limit: Some((limit - count).min(STORE_PAGE)),
+            revision: Some(revision),
+        };
+        let page = store.list(&prefix, &options).await?;
+        more = page.more;
+        if let Some(last) = page.items.last() {
+            last_key = Some(last.key.clone());
+        } else {
+            more = false;
+        }
+        items.write(&page.items, &mut body)?;
+        count = items.read;
+    }
+    let token = match (more, last_key) {
+        (true, Some(last_key)) => Some(ContinueToken { revision, last_key }),
+        _ => None,
+    };
+    let mut answer = list_head(kind, revision, token.as_ref())?;
+    answer.extend_from_slice(&body);
+    answer.extend_from_slice(b"]}");
+    Ok(json_response(answer))
+}
+
+/// A list's answer up to and including `"items":[`.
+fn list_head(
+    kind: &'static krake_data::KindInfo,
+    revision: krake_store::Revision,
+    token: Option<&ContinueToken>,
+) -> Result<Vec<u8>, ApiError> {
     let mut metadata = Map::new();
     metadata.insert(
         "resource_version".to_owned(),
-        Value::String(page.revision.to_string()),
+        Value::String(revision.to_string()),
     );
-    if page.more {
-        if let Some(last) = page.items.last() {
-            let token = ContinueToken {
-                revision: page.revision,
-                last_key: last.key.clone(),
-            };
-            metadata.insert("continue".to_owned(), Value::String(token.encode()));
-        }
+    if let Some(token) = token {
+        metadata.insert("continue".to_owned(), Value::String(token.encode()));
     }
-    // The stored bytes are copied, not decoded and encoded again: a list of
-    // thousands of objects costs a scan, not a parse and a serialization.
     let head = serde_json::to_vec(&serde_json::json!({
         "api": kind.api,
         "kind": kind.list_kind,
         "metadata": metadata,
     }))
     .map_err(|err| ApiError::Internal(err.to_string()))?;
-    let size: usize = page.items.iter().map(|kv| kv.value.len() + 32).sum();
-    let mut body = Vec::with_capacity(head.len() + size + 16);
-    body.extend_from_slice(&head[..head.len() - 1]);
-    body.extend_from_slice(b",\"items\":[");
-    let filtered = !selector.is_empty() || access != Access::All;
-    let mut first = true;
-    for kv in &page.items {
-        let stored = object::StoredObject::parse(&kv.value)?;
-        if filtered {
-            let (namespace, labels) = stored.namespace_and_labels();
-            if !access.allows(namespace.as_deref())
-                || !(selector.is_empty() || selector.matches(&labels))
-            {
-                continue;
+    let mut out = Vec::with_capacity(head.len() + 16);
+    // `{...}` without its closing brace, then the items.
+    out.extend_from_slice(head.strip_suffix(b"}").unwrap_or(&head));
+    out.extend_from_slice(b",\"items\":[");
+    Ok(out)
+}
+
+/// Writes the items of a list: the stored bytes with their revision, not a
+/// decoding and encoding again (a list of thousands of objects costs a scan),
+/// filtered by label selector and by the namespaces the user may see.
+struct ListItems {
+    selector: LabelSelector,
+    access: Access,
+    /// No item written yet (no comma before the next).
+    first: bool,
+    /// The store items seen, written or filtered out.
+    read: usize,
+}
+
+impl ListItems {
+    fn new(selector: LabelSelector, access: Access) -> Self {
+        ListItems {
+            selector,
+            access,
+            first: true,
+            read: 0,
+        }
+    }
+
+    /// Appends the items of `page` that pass the filters to `out`.
+    fn write(&mut self, page: &[krake_store::KeyValue], out: &mut Vec<u8>) -> Result<(), ApiError> {
+        let filtered = !self.selector.is_empty() || self.access != Access::All;
+        out.reserve(page.iter().map(|kv| kv.value.len() + 32).sum());
+        for kv in page {
+            self.read += 1;
+            let stored = object::StoredObject::parse(&kv.value)?;
+            if filtered {
+                let (namespace, labels) = stored.namespace_and_labels();
+                if !self.access.allows(namespace.as_deref())
+                    || !(self.selector.is_empty() || self.selector.matches(&labels))
+                {
+                    continue;
+                }
+            }
+            if !self.first {
+                out.push(b',');
+            }
+            self.first = false;
+            stored.write(kv.mod_revision, out);
+        }
+        Ok(())
+    }
+}
+
+/// The rest of a streamed list: the page after `after` at `revision`.
+struct NextPage {
+    store: std::sync::Arc<dyn krake_store::Store>,
+    prefix: String,
+    revision: krake_store::Revision,
+    after: String,
+    items: ListItems,
+}
+
+impl NextPage {
+    /// The bytes of the next page, and what follows it (`None`: the list
+    /// is complete; its last bytes close it).
+    async fn read(mut self) -> Result<(Bytes, Option<NextPage>), ApiError> {
+        let options = ListOptions {
+            start_after: Some(self.after.clone()),
+            limit: Some(STORE_PAGE),
+            revision: Some(self.revision),
+        };
+        let page = self.store.list(&self.prefix, &options).await?;
+        let mut out = Vec::new();
+        self.items.write(&page.items, &mut out)?;
+        match page.items.last() {
+            Some(last) if page.more => {
+                self.after = last.key.clone();
+                Ok((Bytes::from(out), Some(self)))
+            }
+            _ => {
+                out.extend_from_slice(b"]}");
+                Ok((Bytes::from(out), None))
             }
         }
-        if !first {
-            body.push(b',');
-        }
-        first = false;
-        stored.write(kv.mod_revision, &mut body);
     }
-    body.extend_from_slice(b"]}");
-    Ok(json_response(body))
 }
 
 /// Copies the fields a `PUT` may change from `body` onto `current`: every
