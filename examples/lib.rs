@@ -12,3 +12,11 @@
 //!   it watches Applications and Clusters and binds each pending application
 //!   to a matching ONLINE cluster. `tests/custom_scheduler.rs` runs it
 //!   against a real API server.
+//! - `embedded_controller`: a Krake controller inside an axum service, next
+//!   to the service's own routes. `tests/embedded_controller.rs` runs it
+//!   against a real API server.
+//! - `fake_cluster`: an in-process fake Kubernetes cluster (no container
+//!   really runs; a simulated kubelet marks workloads ready) that writes its
+//!   kubeconfig, for trying krake-rs without a cluster: the README's
+//!   walk-through registers it with krakectl. `tests/fake_cluster.rs` checks
+//!   the kubeconfig with the real `kube` client.
