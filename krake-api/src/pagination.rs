@@ -8,10 +8,28 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use krake_store::Revision;
 
-/// The objects per store read of a list: a list of any size is read in
-/// pages of this many objects at one revision and streamed, so memory
-/// follows the page, not the list.
+/// The objects of the first store read of a list. A list of any size is
+/// read in pages at one revision and streamed, so memory follows the page,
+/// not the list.
+pub const FIRST_PAGE: usize = 100;
+
+/// The most objects per store read of a list after the first: the pages
+/// that follow are sized from the objects seen so far to hold about
+/// [`PAGE_BYTES`], within 1 and this many objects.
 pub const STORE_PAGE: usize = 500;
+
+/// The bytes a store read of a list aims at.
+pub const PAGE_BYTES: usize = 1024 * 1024;
+
+/// The objects of the next store read of a list, from the `bytes` of the
+/// `objects` read so far.
+pub fn next_page_size(objects: usize, bytes: usize) -> usize {
+    if objects == 0 {
+        return FIRST_PAGE;
+    }
+    let average = (bytes / objects).max(1);
+    (PAGE_BYTES / average).clamp(1, STORE_PAGE)
+}
 
 /// Where the next page starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +61,14 @@ impl ContinueToken {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn page_sizes_follow_object_sizes() {
+        assert_eq!(next_page_size(0, 0), FIRST_PAGE);
+        assert_eq!(next_page_size(100, 100 * 1_300), STORE_PAGE);
+        assert_eq!(next_page_size(100, 100 * 17_000), 61);
+        assert_eq!(next_page_size(1, 3 * PAGE_BYTES), 1);
+    }
 
     #[test]
     fn round_trip_and_garbage() {

@@ -20,7 +20,7 @@ use super::transaction::{Change, read_modify_write};
 use super::{KindRef, Target, flag, int_param, parse_json, watch};
 use crate::auth::{Access, User};
 use crate::object;
-use crate::pagination::{ContinueToken, STORE_PAGE};
+use crate::pagination::{ContinueToken, next_page_size};
 use crate::problem::ApiError;
 use crate::selector::LabelSelector;
 use crate::state::ApiState;
@@ -154,7 +154,8 @@ pub async fn read(
 
 /// `GET` a collection: a list, or a watch with `?watch`.
 ///
-/// The store is read in pages of [`STORE_PAGE`] objects, all at the revision
+/// The store is read in pages (of about a megabyte, see
+/// [`crate::pagination::PAGE_BYTES`]), all at the revision
 /// of the first page (one consistent snapshot). A list that fits in one page
 /// is answered at once, with a `Content-Length`. A longer one is streamed: the
 /// head and each page are written as they are read, so the server holds one
@@ -196,7 +197,9 @@ pub async fn list(
     let prefix = kind.prefix(target.ns());
     let options = ListOptions {
         start_after: token.as_ref().map(|t| t.last_key.clone()),
-        limit: Some(limit.map_or(STORE_PAGE, |limit| limit.min(STORE_PAGE))),
+        limit: Some(limit.map_or(next_page_size(0, 0), |limit| {
+            limit.min(next_page_size(0, 0))
+        })),
         revision: token.as_ref().map(|t| t.revision),
     };
     let page = store.list(&prefix, &options).await?;
@@ -245,7 +248,7 @@ pub async fn list(
     while more && count < limit {
         let options = ListOptions {
             start_after: last_key.clone(),
-            limit: Some((limit - count).min(STORE_PAGE)),
+            limit: Some((limit - count).min(items.next_page_size())),
             revision: Some(revision),
         };
         let page = store.list(&prefix, &options).await?;
@@ -305,6 +308,8 @@ struct ListItems {
     first: bool,
     /// The store items seen, written or filtered out.
     read: usize,
+    /// Their stored bytes.
+    bytes: usize,
 }
 
 impl ListItems {
@@ -314,7 +319,13 @@ impl ListItems {
             access,
             first: true,
             read: 0,
+            bytes: 0,
         }
+    }
+
+    /// The objects of the next store read, sized from those seen so far.
+    fn next_page_size(&self) -> usize {
+        next_page_size(self.read, self.bytes)
     }
 
     /// Appends the items of `page` that pass the filters to `out`.
@@ -323,6 +334,7 @@ impl ListItems {
         out.reserve(page.iter().map(|kv| kv.value.len() + 32).sum());
         for kv in page {
             self.read += 1;
+            self.bytes += kv.value.len();
             let stored = object::StoredObject::parse(&kv.value)?;
             if filtered {
                 let (namespace, labels) = stored.namespace_and_labels();
@@ -357,7 +369,7 @@ impl NextPage {
     async fn read(mut self) -> Result<(Bytes, Option<NextPage>), ApiError> {
         let options = ListOptions {
             start_after: Some(self.after.clone()),
-            limit: Some(STORE_PAGE),
+            limit: Some(self.items.next_page_size()),
             revision: Some(self.revision),
         };
         let page = self.store.list(&self.prefix, &options).await?;

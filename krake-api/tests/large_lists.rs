@@ -1,0 +1,250 @@
+//! Lists of any size: over etcd (whose client refused answers over 4 MiB)
+//! and over the embedded store, lists larger than 16 MB come back whole,
+//! byte for byte what a list gathered at once gives, with label selectors
+//! and `?limit`/`?continue` pages, and the server's memory follows the page
+//! size, not the list size.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Instant;
+
+use futures::{StreamExt, TryStreamExt};
+use krake_api::testing::TestServer;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const APPS: &str = "/kubernetes/namespaces/big/applications";
+
+/// About 17 KB of JSON per application: a ConfigMap with 16 KB of data and
+/// a few labels and annotations.
+fn big_app(i: usize) -> Value {
+    let blob: String = std::iter::repeat_n("0123456789abcdef", 1_000).collect();
+    json!({
+        "metadata": {
+            "name": format!("app-{i:05}"),
+            "labels": {"half": if i % 2 == 0 { "even" } else { "odd" }, "index": i.to_string()},
+            "annotations": {"note": "x".repeat(256)},
+        },
+        "spec": {
+            "manifest": [{
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": format!("cm-{i}")},
+                "data": {"blob": blob},
+            }],
+            "constraints": {"cluster": {}},
+        },
+    })
+}
+
+/// Creates `count` applications, 16 at a time.
+async fn create_apps(http: &reqwest::Client, url: &str, count: usize) {
+    futures::stream::iter(0..count)
+        .map(|i| {
+            let request = http.post(format!("{url}{APPS}")).json(&big_app(i)).send();
+            async move {
+                let response = request.await.unwrap();
+                assert_eq!(response.status(), StatusCode::OK, "create {i}");
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<()>>()
+        .await;
+}
+
+async fn get_bytes(http: &reqwest::Client, url: &str) -> Vec<u8> {
+    let response = http.get(url).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "GET {url}");
+    response.bytes().await.unwrap().to_vec()
+}
+
+/// The names of a list's items, in order.
+fn names(list: &Value) -> Vec<String> {
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["metadata"]["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The list as the single-object answers give it: the head, then each
+/// object's `GET` answer (the stored bytes with their revision), comma
+/// separated.
+async fn expected_list(http: &reqwest::Client, url: &str, list: &Value) -> Vec<u8> {
+    let revision = list["metadata"]["resource_version"].as_str().unwrap();
+    let mut expected = format!(
+        r#"{{"api":"kubernetes","kind":"ApplicationList","metadata":{{"resource_version":"{revision}"}},"items":["#
+    )
+    .into_bytes();
+    for (i, name) in names(list).iter().enumerate() {
+        if i > 0 {
+            expected.push(b',');
+        }
+        expected.extend(get_bytes(http, &format!("{url}{APPS}/{name}")).await);
+    }
+    expected.extend_from_slice(b"]}");
+    expected
+}
+
+/// The resident set size and its peak of this process (the server runs
+/// in it; etcd does not), in bytes.
+fn rss() -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb * 1024)
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// Everything about one store, with `count` applications.
+async fn large_lists(server: TestServer, count: usize, store: &str, max_growth_percent: u64) {
+    let http = reqwest::Client::new();
+    let url = server.url();
+    let start = Instant::now();
+    create_apps(&http, &url, count).await;
+    let created = start.elapsed();
+
+    // The whole list, read as a stream and dropped as it comes, while
+    // the peak RSS of the process (client and server) is watched.
+    let before = rss();
+    // Resets the peak (VmHWM) to the current RSS (Linux >= 4.0).
+    let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
+    let start = Instant::now();
+    let response = http.get(format!("{url}{APPS}")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let streamed: usize = response
+        .bytes_stream()
+        .map_ok(|chunk| chunk.len())
+        .try_fold(0, |total, len| async move { Ok(total + len) })
+        .await
+        .unwrap();
+    let listed = start.elapsed();
+    let after = rss();
+    if let (true, Some((rss_before, _)), Some((rss_after, peak))) = (reset, before, after) {
+        let growth = peak.saturating_sub(rss_before);
+        println!(
+            "{store}: {count} applications, list of {streamed} bytes in {listed:?} \
+             (created in {created:?}); RSS {} MB before, peak {} MB (+{} MB), {} MB after",
+            rss_before >> 20,
+            peak >> 20,
+            growth >> 20,
+            rss_after >> 20,
+        );
+        // A list gathered at once held the store's items and the whole
+        // answer (twice the list); a streamed one holds a page of each
+        // (about a megabyte). The embedded store's own page cache grows
+        // with what it reads.
+        assert!(
+            growth < streamed as u64 * max_growth_percent / 100,
+            "the peak RSS grew by {growth} bytes for a list of {streamed} bytes"
+        );
+    }
+    assert!(streamed > 16_000_000, "only {streamed} bytes");
+
+    // The same list, read whole: every object, in order, byte for byte
+    // the single-object answers.
+    let body = get_bytes(&http, &format!("{url}{APPS}")).await;
+    assert_eq!(body.len(), streamed);
+    let list: Value = serde_json::from_slice(&body).unwrap();
+    let expected_names: Vec<String> = (0..count).map(|i| format!("app-{i:05}")).collect();
+    assert_eq!(names(&list), expected_names);
+    assert_eq!(list["api"], "kubernetes");
+    assert_eq!(list["kind"], "ApplicationList");
+    assert!(list["metadata"].get("continue").is_none());
+    let blob = &list["items"][count - 1]["spec"]["manifest"][0]["data"]["blob"];
+    assert_eq!(blob.as_str().map(str::len), Some(16_000));
+    assert!(
+        body == expected_list(&http, &url, &list).await,
+        "the streamed list differs from the objects' own answers"
+    );
+
+    // A list gathered at once (one page as large as the list) is the same
+    // bytes as the streamed one.
+    let gathered = get_bytes(&http, &format!("{url}{APPS}?limit={}", count + 1)).await;
+    assert!(body == gathered, "the gathered list differs");
+
+    // Label selectors over several store pages.
+    let even = get_bytes(&http, &format!("{url}{APPS}?label_selector=half%3Deven")).await;
+    let even: Value = serde_json::from_slice(&even).unwrap();
+    let expected_even: Vec<String> = (0..count)
+        .step_by(2)
+        .map(|i| format!("app-{i:05}"))
+        .collect();
+    assert_eq!(names(&even), expected_even);
+    let one = get_bytes(
+        &http,
+        &format!("{url}{APPS}?label_selector=index%3D{}", count - 1),
+    )
+    .await;
+    let one: Value = serde_json::from_slice(&one).unwrap();
+    assert_eq!(names(&one), [format!("app-{:05}", count - 1)]);
+
+    // `?limit` pages larger than a store page, then the rest of the list
+    // from a continue token without a limit (streamed): together the list.
+    let first = get_bytes(&http, &format!("{url}{APPS}?limit=700")).await;
+    let first: Value = serde_json::from_slice(&first).unwrap();
+    assert_eq!(names(&first).len(), 700);
+    let token = first["metadata"]["continue"].as_str().unwrap();
+    let rest = get_bytes(&http, &format!("{url}{APPS}?continue={token}")).await;
+    let rest: Value = serde_json::from_slice(&rest).unwrap();
+    assert!(rest["metadata"].get("continue").is_none());
+    let mut paged = names(&first);
+    paged.extend(names(&rest));
+    assert_eq!(paged, expected_names);
+    assert_eq!(
+        first["metadata"]["resource_version"],
+        list["metadata"]["resource_version"]
+    );
+    // And pages of 300 reach the end with the same items.
+    let mut items = Vec::new();
+    let mut next = format!("{url}{APPS}?limit=300");
+    loop {
+        let page: Value = serde_json::from_slice(&get_bytes(&http, &next).await).unwrap();
+        assert!(names(&page).len() <= 300);
+        items.extend(page["items"].as_array().unwrap().iter().cloned());
+        match page["metadata"]["continue"].as_str() {
+            Some(token) => next = format!("{url}{APPS}?limit=300&continue={token}"),
+            None => break,
+        }
+    }
+    assert!(
+        Value::Array(items) == list["items"],
+        "the pages differ from the list"
+    );
+
+    // A list across all namespaces is as large, and whole.
+    let all = get_bytes(&http, &format!("{url}/kubernetes/applications")).await;
+    let all: Value = serde_json::from_slice(&all).unwrap();
+    assert_eq!(names(&all), expected_names);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_over_16_mb_on_etcd() {
+    let server = krake_testkit::server::etcd_server().await;
+    large_lists(server, 1_000, "etcd", 50).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_over_16_mb_on_the_embedded_store() {
+    let server = TestServer::embedded().await;
+    large_lists(server, 1_000, "embedded", 100).await;
+}
+
+/// A short list is answered at once (with its length), as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_list_has_a_content_length() {
+    let server = krake_testkit::server::etcd_server().await;
+    let http = reqwest::Client::new();
+    let url = server.url();
+    create_apps(&http, &url, 3).await;
+    let response = http.get(format!("{url}{APPS}")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let length = response.content_length();
+    let body = response.bytes().await.unwrap();
+    assert_eq!(length, Some(body.len() as u64));
+    let list: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(names(&list), ["app-00000", "app-00001", "app-00002"]);
+    assert!(body == expected_list(&http, &url, &list).await);
+}
