@@ -12,12 +12,16 @@
 //! - `log`: revision → the change made at that revision (kind, key, value,
 //!   `create_revision`, and the key's previous `mod_revision` and value), the
 //!   change log that watches resume from and old snapshots are rebuilt from;
-//! - `meta`: the current revision and the oldest revision still in the log.
+//! - `log_times`: a sparse index of when the log's entries were written:
+//!   for each time bucket (a sixteenth of [`EmbeddedOptions::retained_age`],
+//!   at most a second), the last revision written in it and its time;
+//! - `meta`: the current revision, the oldest revision still in the log and
+//!   the log's size in bytes.
 //!
 //! Every write (create, update, delete) is one write transaction that checks
-//! the key, changes `kv`, appends to `log`, bumps the revision and drops the
-//! log's oldest entries beyond [`EmbeddedOptions::retained_events`]. It is
-//! committed with redb's default durability ([`redb::Durability::Immediate`]):
+//! the key, changes `kv`, appends to `log`, bumps the revision and drops a
+//! few of the log's oldest entries beyond its retention (see
+//! [History](#history)). It is committed with redb's default durability ([`redb::Durability::Immediate`]):
 //! when a write returns, it is on disk and survives a crash or `kill -9`.
 //! Writers are serialized; readers see consistent snapshots and never wait
 //! for writers. redb is synchronous, so every transaction runs on tokio's
@@ -44,10 +48,31 @@
 //!   revision, in order, exactly once, or an [`StoreError::Compacted`] error
 //!   if the log no longer holds them (then the stream ends). When the store
 //!   is dropped, open watch streams yield [`StoreError::Unavailable`] and end.
-//! - Lists at, and watches after, any of the last
-//!   [`EmbeddedOptions::retained_events`] revisions work, even for keys whose
-//!   earlier changes were compacted away (each log entry records the key's
-//!   previous state).
+//! - Lists at, and watches after, any revision still in the log (see
+//!   [History](#history) and [`EmbeddedStore::oldest_revision`]) work, even
+//!   for keys whose earlier changes were compacted away (each log entry
+//!   records the key's previous state). The current revision always works.
+//!
+//! # History
+//!
+//! The change log is bounded three ways: it keeps at most
+//! [`EmbeddedOptions::retained_events`] entries, at most about
+//! [`EmbeddedOptions::retained_bytes`] bytes of entries, and no entry older
+//! than [`EmbeddedOptions::retained_age`] (whichever bound is reached first
+//! drops the oldest entries). Under steady writes each write drops the
+//! entries its own entry pushes out, in its own transaction (at most
+//! [`WRITE_TRIM_BATCH`] of them, so that no write pays for a large
+//! backlog). Everything else (a backlog after a large write, entries that age
+//! out while nothing is written) is dropped by a background thread, in
+//! transactions of at most [`BACKGROUND_TRIM_BATCH`] entries that take turns
+//! with the writes. Writes are never refused because of the history.
+//!
+//! redb reuses the pages freed by dropped entries for new ones, so under
+//! steady writes the file stops growing once the history reaches its
+//! bounds. Opening a file compacts it ([`redb::Database::compact`]), which
+//! gives back to the file system the space a larger history used. (redb
+//! compacts only a database that no transaction uses, so it cannot run
+//! while the store serves requests.)
 //!
 //! Only one [`EmbeddedStore`] (and its clones) may have a file open at a time;
 //! a second open gives [`StoreError::Unavailable`].
@@ -60,7 +85,9 @@ use std::fmt;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -80,6 +107,9 @@ use crate::{
 const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
 /// revision → [`codec::encode_change`].
 const LOG: TableDefinition<i64, &[u8]> = TableDefinition::new("log");
+/// revision → the time it was written (milliseconds since the Unix epoch),
+/// for the last revision of each time bucket still in `log`.
+const TIMES: TableDefinition<i64, i64> = TableDefinition::new("log_times");
 /// The counters below.
 const META: TableDefinition<&str, i64> = TableDefinition::new("meta");
 
@@ -90,28 +120,53 @@ const META_REVISION: &str = "revision";
 /// The oldest revision still in `log` (1 in a new file). The state at
 /// `oldest - 1` is the oldest one the store can rebuild.
 const META_OLDEST: &str = "oldest";
-/// The layout this code reads and writes.
-const FORMAT_VERSION: i64 = 1;
+/// The bytes the entries in `log` take (see [`entry_cost`]).
+const META_LOG_BYTES: &str = "log_bytes";
+/// The layout this code reads and writes. Version 1 (no `log_times`, no
+/// `log_bytes`) is upgraded when opened.
+const FORMAT_VERSION: i64 = 2;
+
+/// At most how many log entries a write drops beyond its own.
+pub const WRITE_TRIM_BATCH: usize = 64;
+/// At most how many log entries one background transaction drops.
+pub const BACKGROUND_TRIM_BATCH: usize = 1_024;
+/// What an entry costs in the log beyond its encoded bytes (its key and the
+/// B-tree's bookkeeping, roughly).
+const ENTRY_OVERHEAD: i64 = 16;
 
 /// Options of [`EmbeddedStore::open_with`].
 ///
 /// ```
 /// use krake_store::embedded::EmbeddedOptions;
 ///
+/// use std::time::Duration;
+///
 /// let options = EmbeddedOptions {
 ///     retained_events: 1_000,
+///     retained_bytes: 4 << 20,
+///     retained_age: Duration::from_secs(60),
 ///     ..EmbeddedOptions::default()
 /// };
 /// # assert_eq!(options.watch_buffer, EmbeddedOptions::default().watch_buffer);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EmbeddedOptions {
-    /// How many of the latest changes the change log keeps (default 100,000;
-    /// at least 1). A watch can resume, and a list can read a snapshot, from
-    /// any revision in that window; older ones give
+    /// At most how many of the latest changes the change log keeps (default
+    /// 100,000; at least 1). A watch can resume, and a list can read a
+    /// snapshot, from any revision in the log; older ones give
     /// [`StoreError::Compacted`]. Each entry holds the key, its new value and
     /// its previous value.
     pub retained_events: usize,
+    /// At most about how many bytes the change log's entries take (default
+    /// 32 MiB): an entry takes its key, its new and previous values and a
+    /// few dozen bytes. The file is about this size plus the current data,
+    /// plus redb's free pages.
+    pub retained_bytes: u64,
+    /// How long the change log keeps a change (default 10 minutes); older
+    /// changes are dropped within about a sixteenth of this (at most a
+    /// second) plus the background thread's period (a quarter of this, at
+    /// most 5 s).
+    pub retained_age: Duration,
     /// How many events the in-memory channel feeding live watches buffers
     /// (default 1,024; at least 1). A watcher that falls further behind
     /// catches up from the change log, which is slower but loses nothing.
@@ -122,6 +177,8 @@ impl Default for EmbeddedOptions {
     fn default() -> Self {
         EmbeddedOptions {
             retained_events: 100_000,
+            retained_bytes: 32 << 20,
+            retained_age: Duration::from_secs(600),
             watch_buffer: 1_024,
         }
     }
@@ -131,25 +188,125 @@ impl Default for EmbeddedOptions {
 /// documentation](self)).
 ///
 /// Cheap to clone: clones share the open file. The file is closed when the
-/// last clone is dropped (open watch streams do not keep it open).
+/// last clone is dropped (open watch streams do not keep it open); dropping
+/// the last clone also stops the background thread that trims the history,
+/// waiting for its current transaction, if any.
 #[derive(Clone)]
 pub struct EmbeddedStore {
     inner: Arc<Inner>,
+    /// Stops the background thread when the last clone goes.
+    _background: Arc<Background>,
 }
 
 struct Inner {
     /// The file. Watch streams hold a weak reference.
     db: Arc<Database>,
     path: PathBuf,
-    /// [`EmbeddedOptions::retained_events`].
-    retained_events: i64,
+    /// How much history the log keeps.
+    retention: Retention,
     /// Held from the start of a write transaction until its event is
-    /// published, so events reach the channel in revision order.
-    write_lock: Mutex<()>,
+    /// published, so events reach the channel in revision order; the
+    /// background thread holds it for each of its transactions.
+    writer: Mutex<WriterState>,
     /// The last committed revision.
     revision: AtomicI64,
     /// Every committed change, for live watches.
     events: broadcast::Sender<Arc<StoreEvent>>,
+    /// Wakes the background thread.
+    signal: Signal,
+}
+
+/// What the writer remembers between writes.
+#[derive(Debug, Default)]
+struct WriterState {
+    /// The last row of `log_times`: (revision, time in ms).
+    last_time_row: Option<(Revision, i64)>,
+}
+
+/// How much history the log keeps ([`EmbeddedOptions`], as stored).
+#[derive(Debug, Clone, Copy)]
+struct Retention {
+    events: i64,
+    bytes: i64,
+    age_ms: i64,
+    /// The width of a `log_times` bucket, in ms.
+    resolution_ms: i64,
+    /// The background thread's period.
+    period: Duration,
+}
+
+impl Retention {
+    fn new(options: &EmbeddedOptions) -> Self {
+        let age_ms = i64::try_from(options.retained_age.as_millis()).unwrap_or(i64::MAX);
+        Retention {
+            events: i64::try_from(options.retained_events.max(1)).unwrap_or(i64::MAX),
+            bytes: i64::try_from(options.retained_bytes).unwrap_or(i64::MAX),
+            age_ms,
+            resolution_ms: (age_ms / 16).clamp(1, 1_000),
+            period: (options.retained_age / 4)
+                .clamp(Duration::from_millis(10), Duration::from_secs(5)),
+        }
+    }
+}
+
+/// The background thread's wake-up call.
+#[derive(Debug, Default)]
+struct Signal {
+    state: Mutex<SignalState>,
+    wake: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct SignalState {
+    /// The store is closing.
+    stop: bool,
+    /// A write left entries to drop.
+    backlog: bool,
+}
+
+impl Signal {
+    fn lock(&self) -> MutexGuard<'_, SignalState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Asks the background thread to drop a backlog now.
+    fn backlog(&self) {
+        self.lock().backlog = true;
+        self.wake.notify_one();
+    }
+
+    /// Waits for a backlog, a stop or `period`; false when stopping.
+    fn wait(&self, period: Duration) -> bool {
+        let mut state = self.lock();
+        if !state.stop && !state.backlog {
+            state = self
+                .wake
+                .wait_timeout(state, period)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        state.backlog = false;
+        !state.stop
+    }
+}
+
+/// The background thread that trims the history, stopped (and joined) when
+/// the last [`EmbeddedStore`] clone is dropped.
+struct Background {
+    inner: Arc<Inner>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.inner.signal.lock().stop = true;
+        self.inner.signal.wake.notify_all();
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the embedded store's background thread panicked");
+        }
+    }
 }
 
 impl fmt::Debug for EmbeddedStore {
@@ -157,7 +314,7 @@ impl fmt::Debug for EmbeddedStore {
         f.debug_struct("EmbeddedStore")
             .field("path", &self.inner.path)
             .field("revision", &self.inner.revision.load(Ordering::SeqCst))
-            .field("retained_events", &self.inner.retained_events)
+            .field("retention", &self.inner.retention)
             .finish_non_exhaustive()
     }
 }
@@ -173,9 +330,10 @@ impl EmbeddedStore {
     }
 
     /// Opens the store in the file at `path` with `options`, creating the
-    /// file (and its parent folders) if needed. A smaller
-    /// [`EmbeddedOptions::retained_events`] than the file was used with
-    /// compacts the log right away.
+    /// file (and its parent folders) if needed. A smaller history than the
+    /// file was used with is trimmed right away, and the file compacted (see
+    /// [History](self#history)). Starts the background thread that trims
+    /// the history.
     ///
     /// Blocks like [`EmbeddedStore::open`].
     pub fn open_with(path: impl AsRef<Path>, options: EmbeddedOptions) -> Result<Self, StoreError> {
@@ -185,19 +343,39 @@ impl EmbeddedStore {
                 StoreError::unavailable(format!("cannot create {}: {e}", parent.display()))
             })?;
         }
-        let db = Database::create(&path).redb(&format!("cannot open {}", path.display()))?;
-        let retained_events = i64::try_from(options.retained_events.max(1)).unwrap_or(i64::MAX);
-        let revision = initialize(&db, retained_events)?;
+        let mut db = Database::create(&path).redb(&format!("cannot open {}", path.display()))?;
+        let retention = Retention::new(&options);
+        let (revision, last_time_row) = initialize(&db, &retention)?;
+        // Gives back the space a larger history (or an older build) used.
+        db.compact()
+            .redb(&format!("cannot compact {}", path.display()))?;
         let (events, _) = broadcast::channel(options.watch_buffer.max(1));
+        let inner = Arc::new(Inner {
+            db: Arc::new(db),
+            path,
+            retention,
+            writer: Mutex::new(WriterState { last_time_row }),
+            revision: AtomicI64::new(revision),
+            events,
+            signal: Signal::default(),
+        });
+        let thread = {
+            let inner = inner.clone();
+            std::thread::Builder::new()
+                .name("krake-store-history".to_owned())
+                .spawn(move || inner.background())
+                .map_err(|e| {
+                    StoreError::internal(format!(
+                        "cannot start the embedded store's background thread: {e}"
+                    ))
+                })?
+        };
         Ok(EmbeddedStore {
-            inner: Arc::new(Inner {
-                db: Arc::new(db),
-                path,
-                retained_events,
-                write_lock: Mutex::new(()),
-                revision: AtomicI64::new(revision),
-                events,
+            _background: Arc::new(Background {
+                inner: inner.clone(),
+                thread: Some(thread),
             }),
+            inner,
         })
     }
 
@@ -212,6 +390,26 @@ impl EmbeddedStore {
     pub async fn oldest_revision(&self) -> Result<Revision, StoreError> {
         self.read(|txn| Ok(Counters::read_only(txn)?.oldest_servable()))
             .await
+    }
+
+    /// The change log's size: how many entries it holds and about how many
+    /// bytes they take (see [`EmbeddedOptions::retained_bytes`]).
+    pub async fn history_size(&self) -> Result<HistorySize, StoreError> {
+        self.read(|txn| {
+            let counters = Counters::read_only(txn)?;
+            Ok(HistorySize {
+                events: u64::try_from(counters.revision + 1 - counters.oldest).unwrap_or(0),
+                bytes: u64::try_from(counters.log_bytes).unwrap_or(0),
+            })
+        })
+        .await
+    }
+
+    /// Drops every log entry beyond the retention now, in one transaction,
+    /// rather than waiting for the background thread. Tests and tools use it.
+    pub async fn trim_history(&self) -> Result<(), StoreError> {
+        let inner = self.inner.clone();
+        blocking(move || inner.trim_batch(usize::MAX).map(|_| ())).await
     }
 
     /// Runs `f` in a read transaction on the blocking pool.
@@ -236,6 +434,15 @@ impl EmbeddedStore {
     }
 }
 
+/// The size of the change log ([`EmbeddedStore::history_size`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistorySize {
+    /// How many changes it holds.
+    pub events: u64,
+    /// About how many bytes they take.
+    pub bytes: u64,
+}
+
 /// Runs `f` on tokio's blocking pool.
 async fn blocking<T, F>(f: F) -> Result<T, StoreError>
 where
@@ -247,19 +454,57 @@ where
         .map_err(|e| StoreError::internal(format!("embedded store task failed: {e}")))?
 }
 
-/// Creates the tables of a new file, checks the layout of an existing one,
-/// compacts the log to `retained_events`; returns the current revision.
-fn initialize(db: &Database, retained_events: i64) -> Result<Revision, StoreError> {
+/// Now, in milliseconds since the Unix epoch.
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// What an entry of `len` encoded bytes costs in the log.
+fn entry_cost(len: usize) -> i64 {
+    i64::try_from(len)
+        .unwrap_or(i64::MAX)
+        .saturating_add(ENTRY_OVERHEAD)
+}
+
+/// Creates the tables of a new file, checks the layout of an existing one
+/// (upgrading version 1), trims the log to `retention`; returns the current
+/// revision and the last row of `log_times`.
+fn initialize(
+    db: &Database,
+    retention: &Retention,
+) -> Result<(Revision, Option<(Revision, i64)>), StoreError> {
     let txn = db.begin_write().redb("cannot begin a write")?;
-    let revision = {
+    let result = {
         let mut meta = txn.open_table(META).redb("cannot open the meta table")?;
         let kv = txn.open_table(KV).redb("cannot open the kv table")?;
         let mut log = txn.open_table(LOG).redb("cannot open the log table")?;
+        let mut times = txn.open_table(TIMES).redb("cannot open the times table")?;
         match get_meta(&meta, META_FORMAT)? {
             Some(FORMAT_VERSION) => {}
+            Some(1) => {
+                // Version 1 kept no size and no times: count the bytes, and
+                // date the whole log to now.
+                let mut bytes = 0i64;
+                for entry in log.iter().redb("cannot read the change log")? {
+                    let (_, entry) = entry.redb("cannot read the change log")?;
+                    bytes = bytes.saturating_add(entry_cost(entry.value().len()));
+                }
+                put_meta(&mut meta, META_LOG_BYTES, bytes)?;
+                let revision =
+                    get_meta(&meta, META_REVISION)?.ok_or_else(|| missing(META_REVISION))?;
+                if revision > 0 {
+                    times
+                        .insert(revision, now_ms())
+                        .redb("cannot write the times table")?;
+                }
+                put_meta(&mut meta, META_FORMAT, FORMAT_VERSION)?;
+            }
             Some(other) => {
                 return Err(StoreError::internal(format!(
-                    "the file has layout version {other}; this build reads version {FORMAT_VERSION}"
+                    "the file has layout version {other}; this build reads versions 1 and {FORMAT_VERSION}"
                 )));
             }
             None => {
@@ -273,15 +518,20 @@ fn initialize(db: &Database, retained_events: i64) -> Result<Revision, StoreErro
                 put_meta(&mut meta, META_FORMAT, FORMAT_VERSION)?;
                 put_meta(&mut meta, META_REVISION, 0)?;
                 put_meta(&mut meta, META_OLDEST, 1)?;
+                put_meta(&mut meta, META_LOG_BYTES, 0)?;
             }
         }
         let mut counters = Counters::read(&meta)?;
-        counters.compact(&mut log, retained_events)?;
+        counters.trim(&mut log, &mut times, retention, now_ms(), usize::MAX)?;
         counters.write(&mut meta)?;
-        counters.revision
+        let last_time_row = times
+            .last()
+            .redb("cannot read the times table")?
+            .map(|(revision, time)| (revision.value(), time.value()));
+        (counters.revision, last_time_row)
     };
     commit(txn)?;
-    Ok(revision)
+    Ok(result)
 }
 
 fn commit(txn: WriteTransaction) -> Result<(), StoreError> {
@@ -297,18 +547,66 @@ enum Op {
 }
 
 impl Inner {
+    fn lock_writer(&self) -> MutexGuard<'_, WriterState> {
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The background thread: trims the history every period, or right
+    /// away when a write left a backlog, until the store closes.
+    fn background(&self) {
+        while self.signal.wait(self.retention.period) {
+            loop {
+                match self.trim_batch(BACKGROUND_TRIM_BATCH) {
+                    Ok(true) => {
+                        if self.signal.lock().stop {
+                            return;
+                        }
+                    }
+                    Ok(false) => break,
+                    Err(error) => {
+                        tracing::warn!(%error, "the embedded store could not trim its history");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Drops up to `batch` log entries beyond the retention in one write
+    /// transaction (committed only if it dropped any); true if more remain.
+    /// Blocking.
+    fn trim_batch(&self, batch: usize) -> Result<bool, StoreError> {
+        let _writer = self.lock_writer();
+        let txn = self.db.begin_write().redb("cannot begin a write")?;
+        let (dropped, more) = {
+            let mut meta = txn.open_table(META).redb("cannot open the meta table")?;
+            let mut log = txn.open_table(LOG).redb("cannot open the log table")?;
+            let mut times = txn.open_table(TIMES).redb("cannot open the times table")?;
+            let mut counters = Counters::read(&meta)?;
+            let oldest = counters.oldest;
+            let more = counters.trim(&mut log, &mut times, &self.retention, now_ms(), batch)?;
+            counters.write(&mut meta)?;
+            (counters.oldest > oldest, more)
+        };
+        if dropped {
+            commit(txn)?;
+        } else {
+            txn.abort().redb("cannot abort a write")?;
+        }
+        Ok(more)
+    }
+
     /// Applies `op` to `key` in one write transaction, then publishes the
     /// event. Blocking.
     fn write(&self, key: &str, op: Op) -> Result<Revision, StoreError> {
-        let _writer = self
-            .write_lock
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut writer = self.lock_writer();
+        let now = now_ms();
         let txn = self.db.begin_write().redb("cannot begin a write")?;
-        let event = {
+        let (event, backlog, time_row) = {
             let mut meta = txn.open_table(META).redb("cannot open the meta table")?;
             let mut kv = txn.open_table(KV).redb("cannot open the kv table")?;
             let mut log = txn.open_table(LOG).redb("cannot open the log table")?;
+            let mut times = txn.open_table(TIMES).redb("cannot open the times table")?;
             let mut counters = Counters::read(&meta)?;
             let revision = counters.revision + 1;
             let existing = match kv.get(key).redb("cannot read a key")? {
@@ -375,12 +673,35 @@ impl Inner {
             let entry = codec::encode_change(key, event.kv.create_revision, change)?;
             log.insert(revision, entry.as_slice())
                 .redb("cannot write the change log")?;
+            counters.log_bytes = counters.log_bytes.saturating_add(entry_cost(entry.len()));
             counters.revision = revision;
-            counters.compact(&mut log, self.retained_events)?;
+            // One `log_times` row per bucket: the bucket's last revision.
+            let resolution = self.retention.resolution_ms;
+            if let Some((previous, time)) = writer.last_time_row
+                && time.div_euclid(resolution) == now.div_euclid(resolution)
+            {
+                times
+                    .remove(previous)
+                    .redb("cannot write the times table")?;
+            }
+            times
+                .insert(revision, now)
+                .redb("cannot write the times table")?;
+            let backlog = counters.trim(
+                &mut log,
+                &mut times,
+                &self.retention,
+                now,
+                WRITE_TRIM_BATCH.saturating_add(1),
+            )?;
             counters.write(&mut meta)?;
-            event
+            (event, backlog, (revision, now))
         };
         commit(txn)?;
+        writer.last_time_row = Some(time_row);
+        if backlog {
+            self.signal.backlog();
+        }
         let revision = event.kv.mod_revision;
         self.revision.store(revision, Ordering::SeqCst);
         // No receiver (no live watch) is not an error.
@@ -413,14 +734,20 @@ struct Counters {
     revision: Revision,
     /// The oldest revision in the log.
     oldest: Revision,
+    /// The bytes the log's entries take (see [`entry_cost`]).
+    log_bytes: i64,
+}
+
+fn missing(name: &str) -> StoreError {
+    StoreError::internal(format!("the meta table has no {name}"))
 }
 
 impl Counters {
     fn read(meta: &impl ReadableTable<&'static str, i64>) -> Result<Self, StoreError> {
-        let missing = |name| StoreError::internal(format!("the meta table has no {name}"));
         Ok(Counters {
             revision: get_meta(meta, META_REVISION)?.ok_or_else(|| missing(META_REVISION))?,
             oldest: get_meta(meta, META_OLDEST)?.ok_or_else(|| missing(META_OLDEST))?,
+            log_bytes: get_meta(meta, META_LOG_BYTES)?.ok_or_else(|| missing(META_LOG_BYTES))?,
         })
     }
 
@@ -431,7 +758,8 @@ impl Counters {
 
     fn write(self, meta: &mut Table<&'static str, i64>) -> Result<(), StoreError> {
         put_meta(meta, META_REVISION, self.revision)?;
-        put_meta(meta, META_OLDEST, self.oldest)
+        put_meta(meta, META_OLDEST, self.oldest)?;
+        put_meta(meta, META_LOG_BYTES, self.log_bytes)
     }
 
     /// The oldest revision whose state can be rebuilt (and watched after).
@@ -451,19 +779,53 @@ impl Counters {
         }
     }
 
-    /// Drops the log entries beyond the latest `retained_events`.
-    fn compact(
+    /// Drops up to `batch` of the log's oldest entries beyond `retention`
+    /// (at `now`, in ms), with their `log_times` rows; true if more remain
+    /// to be dropped.
+    fn trim(
         &mut self,
         log: &mut Table<i64, &[u8]>,
-        retained_events: i64,
-    ) -> Result<(), StoreError> {
-        let keep_from = self.revision.saturating_sub(retained_events) + 1;
-        while self.oldest < keep_from {
-            log.remove(self.oldest)
-                .redb("cannot compact the change log")?;
-            self.oldest += 1;
+        times: &mut Table<i64, i64>,
+        retention: &Retention,
+        now: i64,
+        batch: usize,
+    ) -> Result<bool, StoreError> {
+        let by_count = self.revision.saturating_sub(retention.events) + 1;
+        // Every revision up to a row's is at most as old as the row.
+        let cutoff = now.saturating_sub(retention.age_ms);
+        let mut by_age = 0;
+        for row in times.iter().redb("cannot read the times table")? {
+            let (revision, time) = row.redb("cannot read the times table")?;
+            if time.value() > cutoff {
+                break;
+            }
+            by_age = revision.value() + 1;
         }
-        Ok(())
+        let keep_from = by_count.max(by_age);
+        let mut dropped = 0usize;
+        let more = loop {
+            if self.oldest > self.revision
+                || (self.oldest >= keep_from && self.log_bytes <= retention.bytes)
+            {
+                break false;
+            }
+            if dropped == batch {
+                break true;
+            }
+            let cost = log
+                .remove(self.oldest)
+                .redb("cannot compact the change log")?
+                .map_or(0, |entry| entry_cost(entry.value().len()));
+            self.log_bytes = self.log_bytes.saturating_sub(cost).max(0);
+            self.oldest += 1;
+            dropped += 1;
+        };
+        if dropped > 0 {
+            times
+                .retain_in(..self.oldest, |_, _| false)
+                .redb("cannot compact the times table")?;
+        }
+        Ok(more)
     }
 }
 
