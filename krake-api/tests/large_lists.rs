@@ -248,3 +248,87 @@ async fn a_short_list_has_a_content_length() {
     assert_eq!(names(&list), ["app-00000", "app-00001", "app-00002"]);
     assert!(body == expected_list(&http, &url, &list).await);
 }
+
+/// etcd with a client that decodes answers of at most 64 KiB, and
+/// applications of about 17 KB: every page the API asks for is over the
+/// limit, and the store reads it again in smaller pages, never failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_over_the_etcd_answer_limit_are_read_smaller() {
+    use krake_store::etcd::{EtcdOptions, EtcdStore};
+    use krake_store::{ListOptions, Store};
+
+    let etcd = krake_testkit::etcd::EtcdProcess::start().await.unwrap();
+    let options = EtcdOptions {
+        request_timeout: std::time::Duration::from_secs(5),
+        max_answer_bytes: 64 * 1024,
+        ..EtcdOptions::default()
+    };
+    let store = EtcdStore::connect(&[etcd.endpoint()], options)
+        .await
+        .unwrap();
+    let store: std::sync::Arc<dyn Store> = std::sync::Arc::new(store);
+    let server = TestServer::start(
+        store.clone(),
+        krake_api::ApiConfig::default(),
+        krake_api::testing::Backing::Other(Box::new(etcd)),
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let url = server.url();
+    let count = 60;
+    create_apps(&http, &url, count).await;
+    let prefix = "/kubernetes/applications/big/";
+
+    // A page of 20 (340 KB) comes back smaller, with more to read.
+    let options = ListOptions {
+        limit: Some(20),
+        ..ListOptions::default()
+    };
+    let page = store.list(prefix, &options).await.unwrap();
+    assert!(!page.items.is_empty() && page.items.len() < 20);
+    assert!(page.more);
+    // Without a limit, every key, in order, at one revision.
+    let all = store.list(prefix, &ListOptions::default()).await.unwrap();
+    assert_eq!(all.items.len(), count);
+    assert!(!all.more);
+    assert!(all.items.windows(2).all(|w| w[0].key < w[1].key));
+    assert!(all.items.iter().all(|kv| kv.mod_revision <= all.revision));
+
+    // Through the API: the whole list, a selector and `?limit` pages.
+    let body = get_bytes(&http, &format!("{url}{APPS}")).await;
+    let list: Value = serde_json::from_slice(&body).unwrap();
+    let expected: Vec<String> = (0..count).map(|i| format!("app-{i:05}")).collect();
+    assert_eq!(names(&list), expected);
+    assert!(body == expected_list(&http, &url, &list).await);
+    let page = get_bytes(&http, &format!("{url}{APPS}?limit=30")).await;
+    let page: Value = serde_json::from_slice(&page).unwrap();
+    assert_eq!(names(&page), expected[..30]);
+    assert!(page["metadata"]["continue"].is_string());
+
+    // One object larger than the limit is still read.
+    let mut huge = big_app(count);
+    huge["spec"]["manifest"][0]["data"]["more"] = json!("y".repeat(100_000));
+    let response = http
+        .post(format!("{url}{APPS}"))
+        .json(&huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = get_bytes(&http, &format!("{url}{APPS}")).await;
+    let list: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(names(&list).len(), count + 1);
+    let page = store
+        .list(
+            prefix,
+            &ListOptions {
+                start_after: Some(format!("{prefix}app-{:05}", count - 1)),
+                limit: Some(5),
+                ..ListOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert!(page.items[0].value.len() > 100_000);
+}

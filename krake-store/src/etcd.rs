@@ -58,7 +58,7 @@
 //!   its cluster refuses requests and cancels watches instead of serving
 //!   stale data.
 //! - No list fails for its size: etcd is read in pages, and an answer over
-//!   the client's decoding limit ([`MAX_DECODING_MESSAGE_SIZE`]) is read
+//!   the client's decoding limit ([`EtcdOptions::max_answer_bytes`]) is read
 //!   again as a smaller page (a [`ListPage`] may then hold fewer items than
 //!   the limit, with `more` set). A list without a limit still gathers every
 //!   key in memory: callers that list big prefixes read pages themselves
@@ -110,10 +110,7 @@ mod grpc_code {
     pub const UNAVAILABLE: i32 = 14;
 }
 
-/// The largest etcd answer the client decodes (tonic's default is 4 MiB):
-/// lists are read in pages of [`LIST_PAGE`] keys, so this is only a safety
-/// net for pages of very large objects, which are then read again in
-/// smaller pages.
+/// The default of [`EtcdOptions::max_answer_bytes`].
 pub const MAX_DECODING_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
 
 /// The keys per etcd request of a [`Store::list`] without a limit.
@@ -140,6 +137,12 @@ pub struct EtcdOptions {
     /// How long to wait for the answer to a keep-alive ping before the
     /// connection counts as broken. Default: 5 s.
     pub keep_alive_timeout: Duration,
+    /// The largest answer of etcd to a read that the client decodes
+    /// (tonic's default is 4 MiB). Lists are read in pages of at most
+    /// [`LIST_PAGE`] keys, so this is only a safety net for pages of very
+    /// large objects: a page over it is read again with fewer keys, never
+    /// an error. Default: 64 MiB.
+    pub max_answer_bytes: usize,
 }
 
 impl Default for EtcdOptions {
@@ -149,6 +152,7 @@ impl Default for EtcdOptions {
             connect_timeout: Duration::from_secs(3),
             keep_alive_interval: Duration::from_secs(10),
             keep_alive_timeout: Duration::from_secs(5),
+            max_answer_bytes: MAX_DECODING_MESSAGE_SIZE,
         }
     }
 }
@@ -322,8 +326,8 @@ impl EtcdStore {
             _ => None,
         }
     }
-    /// A key-value client whose answers may be up to
-    /// [`MAX_DECODING_MESSAGE_SIZE`] (`None`: any size).
+    /// A key-value client whose answers may be up to `max_answer` bytes
+    /// (`None`: any size).
     fn kv_client(&self, max_answer: Option<usize>) -> KvClient {
         self.client
             .kv_client()
@@ -332,7 +336,7 @@ impl EtcdStore {
 
     /// At most `limit` keys of `[start, end)` at `revision` (`None`: now).
     ///
-    /// An answer larger than [`MAX_DECODING_MESSAGE_SIZE`] is not an error:
+    /// An answer larger than [`EtcdOptions::max_answer_bytes`] is not an error:
     /// the page is read again with fewer keys (in proportion to the size etcd
     /// reported), and `more` tells the caller to go on. A single key larger
     /// than that (etcd's own request limit makes it unlikely) is read with no
@@ -346,7 +350,8 @@ impl EtcdStore {
         revision: Option<Revision>,
     ) -> Result<ListPage, StoreError> {
         let mut limit = limit.max(1);
-        let mut max_answer = Some(MAX_DECODING_MESSAGE_SIZE);
+        let max_bytes = self.options.max_answer_bytes.max(1);
+        let mut max_answer = Some(max_bytes);
         loop {
             match self
                 .range(prefix, start.clone(), end, limit, revision, max_answer)
@@ -354,8 +359,8 @@ impl EtcdStore {
             {
                 Range::Page(page) => return Ok(page),
                 Range::TooLarge { found } if limit > 1 => {
-                    let fitting = (limit as u128).saturating_mul(MAX_DECODING_MESSAGE_SIZE as u128)
-                        / (found.max(1) as u128);
+                    let fitting =
+                        (limit as u128).saturating_mul(max_bytes as u128) / (found.max(1) as u128);
                     // A margin for keys larger than the average, and always
                     // smaller than the page that did not fit.
                     let fitting = usize::try_from(fitting / 2).unwrap_or(limit / 2);
