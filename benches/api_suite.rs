@@ -57,6 +57,13 @@ use serde_json::{Value, json};
 
 use crate::{Mode, Throughput, report};
 
+/// Set in the child process that serves the API: `embedded` or the etcd
+/// endpoint to use.
+pub const SERVER_VARIABLE: &str = "KRAKE_BENCH_API_SERVER";
+/// A command (with its arguments, split on spaces) to start the server's
+/// child process under, e.g. `heaptrack` for a heap profile.
+pub const WRAPPER_VARIABLE: &str = "KRAKE_BENCH_API_SERVER_WRAPPER";
+
 /// The namespace every benchmark writes to.
 const NAMESPACE: &str = "bench";
 /// Its applications' collection.
@@ -80,6 +87,11 @@ struct Plan {
     objects: usize,
     /// At least this many lists per measurement (for the percentiles).
     min_lists: u64,
+    /// Creates the fan-out benchmark with the server in a child process
+    /// makes (each watcher must see every one).
+    creates: usize,
+    /// Time between two of its creates (20 ms: 50 per second).
+    create_gap: Duration,
     /// Watch streams of the fan-out benchmark.
     watchers: usize,
     /// Updates each watcher must see.
@@ -98,6 +110,8 @@ impl Plan {
                 budget: mode.budget(),
                 clients: [1, 32],
                 objects: 10_000,
+                creates: 500,
+                create_gap: Duration::from_millis(20),
                 min_lists: 50,
                 watchers: 1_000,
                 events: 50,
@@ -109,6 +123,8 @@ impl Plan {
                 budget: mode.budget(),
                 clients: [1, 4],
                 objects: 200,
+                creates: 5,
+                create_gap: Duration::from_millis(20),
                 min_lists: 3,
                 watchers: 20,
                 events: 3,
@@ -126,6 +142,10 @@ impl Plan {
 /// Runs every measurement of the suite in `mode` (on its own tokio runtime)
 /// and prints the results.
 pub fn run(mode: Mode) {
+    if let Ok(store) = std::env::var(SERVER_VARIABLE) {
+        run_server(&store);
+        return;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -143,7 +163,7 @@ async fn run_async(plan: Plan) {
         .expect("an HTTP client");
     // `cargo bench --bench api -- creates` (or `get`, `watch`) runs one part.
     let parts: Vec<String> = std::env::args()
-        .filter(|a| ["creates", "get", "watch"].contains(&a.as_str()))
+        .filter(|a| ["creates", "get", "watch", "fanout", "memory"].contains(&a.as_str()))
         .collect();
     let wanted = |part: &str| parts.is_empty() || parts.iter().any(|p| p == part);
     if wanted("creates") {
@@ -154,6 +174,12 @@ async fn run_async(plan: Plan) {
     }
     if wanted("watch") {
         watch_fan_out(&plan, &http).await;
+    }
+    if wanted("fanout") {
+        create_fan_out(&plan, &http).await;
+    }
+    if wanted("memory") {
+        memory_with_applications(&plan, &http).await;
     }
 }
 
@@ -615,7 +641,7 @@ async fn watch_round(
         if received.len() == events {
             complete += 1;
         }
-        for (arrival, latency) in received {
+        for (_, arrival, latency) in received {
             last_delivery = last_delivery.max(arrival);
             latencies.push(latency);
         }
@@ -659,13 +685,13 @@ async fn put_label(
 }
 
 /// Reads one watch stream until it saw `events` distinct updates (or the
-/// stream ends): (arrival, latency) per update.
+/// stream ends): (update index, arrival, latency) per update.
 async fn read_events(
     response: reqwest::Response,
     marker: &[u8],
     sent: &[OnceLock<Instant>],
     events: usize,
-) -> Vec<(Instant, Duration)> {
+) -> Vec<(usize, Instant, Duration)> {
     let mut seen = vec![false; events];
     let mut received = Vec::with_capacity(events);
     let mut buffer: Vec<u8> = Vec::new();
@@ -676,9 +702,11 @@ async fn read_events(
         };
         let arrival = Instant::now();
         buffer.extend_from_slice(&chunk);
-        while let Some(end) = buffer.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = buffer.drain(..=end).collect();
-            let Some(index) = event_index(&line, marker).filter(|&i| i < events) else {
+        let mut start = 0;
+        while let Some(end) = buffer[start..].iter().position(|&b| b == b'\n') {
+            let line = &buffer[start..start + end];
+            start += end + 1;
+            let Some(index) = event_index(line, marker).filter(|&i| i < events) else {
                 continue;
             };
             if seen[index] {
@@ -686,9 +714,10 @@ async fn read_events(
             }
             seen[index] = true;
             if let Some(send_time) = sent[index].get() {
-                received.push((arrival, arrival.duration_since(*send_time)));
+                received.push((index, arrival, arrival.duration_since(*send_time)));
             }
         }
+        buffer.drain(..start);
     }
     received
 }
@@ -702,6 +731,355 @@ fn event_index(line: &[u8], marker: &[u8]) -> Option<usize> {
     let digits: &[u8] = &line[start..];
     let end = digits.iter().position(|b| !b.is_ascii_digit())?;
     std::str::from_utf8(&digits[..end]).ok()?.parse().ok()
+}
+
+// --- the server in a child process ---
+
+/// The API server in a child process (this benchmark binary started again
+/// with [`SERVER_VARIABLE`] set), so that the load generator's CPU and
+/// memory are not the server's; killed when dropped.
+struct ChildServer {
+    child: std::process::Child,
+    url: String,
+}
+
+impl ChildServer {
+    /// Starts a server over `store` (`embedded`, or an etcd endpoint) and
+    /// waits until it serves.
+    async fn start(store: &str) -> ChildServer {
+        let exe = std::env::current_exe().expect("the benchmark's own path");
+        let wrapper = std::env::var(WRAPPER_VARIABLE).unwrap_or_default();
+        let mut words = wrapper.split_whitespace();
+        let mut command = match words.next() {
+            Some(program) => {
+                let mut command = std::process::Command::new(program);
+                command.args(words).arg(&exe);
+                command
+            }
+            None => std::process::Command::new(&exe),
+        };
+        let mut child = command
+            .arg("--bench")
+            .env(SERVER_VARIABLE, store)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("start the server's process");
+        let stdout = child.stdout.take().expect("the child's standard output");
+        let url = tokio::task::spawn_blocking(move || {
+            use std::io::BufRead;
+            let mut lines = std::io::BufReader::new(stdout).lines();
+            lines
+                .find_map(|line| line.ok()?.strip_prefix("URL ").map(str::to_owned))
+                .expect("the server's process prints its URL")
+        })
+        .await
+        .expect("read the server's URL");
+        ChildServer { child, url }
+    }
+
+    /// The process to sample: the server's (under a wrapper, its child).
+    fn pid(&self) -> u32 {
+        let pid = self.child.id();
+        if std::env::var(WRAPPER_VARIABLE).is_ok_and(|w| !w.trim().is_empty()) {
+            let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+                .unwrap_or_default();
+            if let Some(inner) = children
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .next_back()
+            {
+                return inner;
+            }
+        }
+        pid
+    }
+
+    fn sample(&self) -> crate::process_stats::ProcessSample {
+        crate::process_stats::sample(Some(self.pid())).expect("the server's process is running")
+    }
+
+    /// Stops the server by closing its standard input and waits for it.
+    async fn stop(mut self) {
+        drop(self.child.stdin.take());
+        let mut child = self.child;
+        let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+    }
+}
+
+/// The child's part: an API server over `store` (`embedded`, or an etcd
+/// endpoint) that prints `URL <url>` and serves until its standard input
+/// closes.
+fn run_server(store: &str) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    runtime.block_on(async {
+        let (store, backing): (Arc<dyn krake_store::Store>, Backing) = if store == "embedded" {
+            krake_api::testing::embedded_store()
+        } else {
+            let etcd = EtcdStore::connect(&[store.to_owned()], EtcdOptions::default())
+                .await
+                .expect("connect to etcd");
+            (Arc::new(etcd), Backing::Other(Box::new(())))
+        };
+        let server = TestServer::start(store, ApiConfig::default(), backing).await;
+        {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "URL {}", server.url());
+            let _ = out.flush();
+        }
+        let _ = tokio::task::spawn_blocking(|| {
+            use std::io::Read;
+            let mut byte = [0u8; 1];
+            let _ = std::io::stdin().read(&mut byte);
+        })
+        .await;
+        server.stop().await;
+    });
+}
+
+/// Watch fan-out of creates: the plan's watchers on one namespace while
+/// creates arrive at a steady pace (50 per second), the server in a child
+/// process. Every watcher measures, for every create, the time from just
+/// before the `POST` was sent to the arrival of its line.
+async fn create_fan_out(plan: &Plan, http: &reqwest::Client) {
+    let server = ChildServer::start("embedded").await;
+    let base = format!("{}{APPS}", server.url);
+    let watch_url = format!("{base}?watch&heartbeat=0");
+    let watchers = plan.watchers;
+    let events = plan.creates;
+    let responses: Vec<_> = futures::stream::iter(0..watchers)
+        .map(|_| http.get(&watch_url).send())
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    let sent: Arc<Vec<OnceLock<Instant>>> =
+        Arc::new((0..events).map(|_| OnceLock::new()).collect());
+    let marker = b"\"name\":\"fan-e".to_vec();
+    let mut readers = Vec::with_capacity(watchers);
+    for response in responses {
+        let response = response.expect("a watch opens");
+        assert_eq!(response.status(), reqwest::StatusCode::OK, "a watch opens");
+        let sent = sent.clone();
+        let marker = marker.clone();
+        readers.push(tokio::spawn(async move {
+            read_events(response, &marker, &sent, events).await
+        }));
+    }
+    // One untimed create first, which the watchers skip.
+    post_ok(http, &base, &application_body("fan-warm-up")).await;
+    tokio::time::sleep(plan.create_gap).await;
+
+    let server_before = server.sample();
+    let own_before = crate::process_stats::sample(None);
+    let body = Arc::new(
+        serde_json::to_string(&application_body("NAME_PLACEHOLDER")).expect("JSON serializes"),
+    );
+    let first_update = Instant::now();
+    let start = tokio::time::Instant::now();
+    let mut posts = Vec::with_capacity(events);
+    for index in 0..events {
+        let gap = plan.create_gap * u32::try_from(index).unwrap_or(u32::MAX);
+        tokio::time::sleep_until(start + gap).await;
+        let request = http
+            .post(&base)
+            .header(CONTENT_TYPE, "application/json")
+            .body(body.replace("NAME_PLACEHOLDER", &format!("fan-e{index}")));
+        let sent = sent.clone();
+        posts.push(tokio::spawn(async move {
+            let sent_at = Instant::now();
+            let _ = sent[index].set(sent_at);
+            expect_ok(request.send().await)
+                .await
+                .expect("the create succeeds");
+            sent_at.elapsed()
+        }));
+    }
+    let mut writes = Vec::with_capacity(events);
+    for post in posts {
+        writes.push(post.await.expect("a create task finishes"));
+    }
+    let pacing = first_update.elapsed();
+
+    let deadline = tokio::time::Instant::now() + plan.event_timeout;
+    let mut latencies = Vec::with_capacity(watchers * events);
+    let mut arrivals = Vec::with_capacity(watchers * events);
+    let mut complete = 0;
+    let mut last_delivery = first_update;
+    for reader in readers {
+        let received = match tokio::time::timeout_at(deadline, reader).await {
+            Ok(Ok(received)) => received,
+            Ok(Err(_)) | Err(_) => Vec::new(),
+        };
+        if received.len() == events {
+            complete += 1;
+        }
+        for (index, arrival, latency) in received {
+            last_delivery = last_delivery.max(arrival);
+            latencies.push(latency);
+            arrivals.push((index, arrival));
+        }
+    }
+    // The fan-out alone: each delivery against the first of the same event
+    // (what the store's commit adds to every watcher drops out).
+    let mut first = vec![None::<Instant>; events];
+    for &(index, arrival) in &arrivals {
+        let slot = &mut first[index];
+        *slot = Some(slot.map_or(arrival, |f: Instant| f.min(arrival)));
+    }
+    let spread = Latencies::new(
+        arrivals
+            .iter()
+            .filter_map(|&(index, arrival)| Some(arrival.duration_since(first[index]?)))
+            .collect(),
+    );
+    let server_after = server.sample();
+    let own_after = crate::process_stats::sample(None);
+    let round = WatchRound {
+        watchers,
+        complete,
+        latencies: Latencies::new(latencies),
+        writes: Latencies::new(writes),
+        duration: last_delivery.duration_since(first_update),
+    };
+    let name = format!(
+        "watch fan-out of creates, server in a child process ({watchers} watchers x {events} creates at {:.0}/s)",
+        events as f64 / pacing.as_secs_f64().max(1e-9)
+    );
+    println!(
+        "{name}: event latency {} | {}/{} watchers got all events, {} of {} (watcher, event) pairs delivered",
+        round.latencies.summary(),
+        round.complete,
+        round.watchers,
+        round.latencies.len(),
+        round.watchers * events,
+    );
+    println!(
+        "  latency of the creates (POST round trip, the store's commit included): {}",
+        round.writes.summary()
+    );
+    println!(
+        "  fan-out alone (each delivery after the first delivery of the same event): {}",
+        spread.summary()
+    );
+    let cpu_share = |before: Duration, after: Duration| {
+        (after.saturating_sub(before)).as_secs_f64() / round.duration.as_secs_f64().max(1e-9)
+            * 100.0
+    };
+    println!(
+        "  CPU while it ran: server {:.0}% of a core (RSS {:.1} MiB), load generator {:.0}%",
+        cpu_share(server_before.cpu, server_after.cpu),
+        crate::process_stats::mib(server_after.rss),
+        match (own_before, own_after) {
+            (Some(before), Some(after)) => cpu_share(before.cpu, after.cpu),
+            _ => f64::NAN,
+        },
+    );
+    if plan.is_bench() {
+        let p99 = round.latencies.percentile(0.99);
+        println!(
+            "  target: {watchers} watchers, 50 creates/s, p99 event latency < 50 ms: p99 {}, {}/{} watchers complete -> {}",
+            millis(p99),
+            round.complete,
+            round.watchers,
+            verdict(p99 < Duration::from_millis(50) && round.complete == round.watchers),
+        );
+    } else {
+        assert_eq!(round.complete, round.watchers, "{name}: lost events");
+    }
+    server.stop().await;
+}
+
+/// The server's resident memory holding the plan's applications, on the
+/// embedded store and on etcd, against its idle memory in the same run (the
+/// server in a child process; one watch of the applications open, as a
+/// controller would hold).
+async fn memory_with_applications(plan: &Plan, http: &reqwest::Client) {
+    use crate::process_stats::mib;
+    for backing in ["embedded", "etcd"] {
+        let etcd = if backing == "etcd" {
+            Some(
+                EtcdProcess::start()
+                    .await
+                    .expect("start etcd (Debian package etcd-server)"),
+            )
+        } else {
+            None
+        };
+        let store = etcd
+            .as_ref()
+            .map_or("embedded".to_owned(), EtcdProcess::endpoint);
+        let server = ChildServer::start(&store).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let idle = server.sample();
+        let base = Arc::new(format!("{}{APPS}", server.url));
+        let watch = http
+            .get(format!("{base}?watch&heartbeat=0"))
+            .send()
+            .await
+            .expect("a watch opens");
+        let watched = tokio::spawn(async move {
+            let mut body = watch.bytes_stream();
+            let mut lines = 0usize;
+            while let Some(Ok(chunk)) = body.next().await {
+                lines += chunk.iter().filter(|&&b| b == b'\n').count();
+            }
+            lines
+        });
+        let body = Arc::new(
+            serde_json::to_string(&application_body("NAME_PLACEHOLDER")).expect("JSON serializes"),
+        );
+        let started = Instant::now();
+        let results: Vec<Result<Vec<u8>, String>> = futures::stream::iter(0..plan.objects)
+            .map(|index| {
+                let request = http
+                    .post(base.as_str())
+                    .header(CONTENT_TYPE, "application/json")
+                    .body(body.replace("NAME_PLACEHOLDER", &format!("mem-{index:05}")));
+                async move { expect_ok(request.send().await).await }
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        let failed = results.iter().filter(|r| r.is_err()).count();
+        assert_eq!(failed, 0, "every create succeeds");
+        let populate = started.elapsed();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let holding = server.sample();
+        let list = expect_ok(http.get(base.as_str()).send().await)
+            .await
+            .expect("the list succeeds");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let listed = server.sample();
+        server.stop().await;
+        let watched = watched.await.unwrap_or_default();
+        println!(
+            "[memory, {backing} store] server RSS idle {:.1} MiB; holding {} applications ({} POSTs in {:.1} s, one watch open that saw {watched} lines) {:.1} MiB; after one list of them ({:.1} MB) {:.1} MiB",
+            mib(idle.rss),
+            plan.objects,
+            plan.objects,
+            populate.as_secs_f64(),
+            mib(holding.rss),
+            list.len() as f64 / 1e6,
+            mib(listed.rss),
+        );
+        if plan.is_bench() {
+            let limit = 60 * 1024 * 1024;
+            println!(
+                "  target: RSS holding {} applications < 60 MiB ({backing}): {:.1} MiB -> {}; after a list {:.1} MiB -> {}",
+                plan.objects,
+                mib(holding.rss),
+                verdict(holding.rss < limit),
+                mib(listed.rss),
+                verdict(listed.rss < limit),
+            );
+        }
+        drop(etcd);
+    }
 }
 
 // --- load generation ---

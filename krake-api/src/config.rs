@@ -126,6 +126,10 @@ pub struct ApiConfig {
     /// How many recent changes per kind are kept in memory to resume watches
     /// without asking the store.
     pub watch_replay_buffer: usize,
+    /// The most memory, in bytes, those recent changes may take per kind
+    /// (their encoded lines); the oldest are dropped first, and a watch
+    /// resuming from before them is served by the store instead.
+    pub watch_replay_buffer_bytes: usize,
     /// How many events a slow watcher may fall behind before its stream is
     /// cut off.
     pub watch_channel_capacity: usize,
@@ -146,6 +150,7 @@ impl Default for ApiConfig {
             default_heartbeat: Duration::from_secs(10),
             blocking_timeout: Duration::from_secs(60),
             watch_replay_buffer: 4096,
+            watch_replay_buffer_bytes: 4 * 1024 * 1024,
             watch_channel_capacity: 4096,
             transaction_retries: 8,
             max_body_bytes: 16 * 1024 * 1024,

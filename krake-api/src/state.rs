@@ -61,6 +61,7 @@ impl ApiState {
             store.clone(),
             HubConfig {
                 replay_buffer: config.watch_replay_buffer,
+                replay_buffer_bytes: config.watch_replay_buffer_bytes,
                 channel_capacity: config.watch_channel_capacity,
             },
             shutdown.clone(),

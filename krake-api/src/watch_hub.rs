@@ -18,12 +18,13 @@
 //! ([`HubError::Reset`]) so clients relist.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt};
 use krake_data::WatchEventType;
+use krake_data::metadata::Labels;
 use krake_store::{EventKind, Revision, Store, StoreError, StoreEvent};
 use serde_json::Value;
 use tokio::sync::broadcast;
@@ -33,16 +34,26 @@ use crate::object;
 use crate::problem::ApiError;
 
 /// One change, decoded and serialized once for every watcher.
+///
+/// It keeps the encoded line (shared by every stream that writes it) and
+/// what watchers filter on (namespace, labels), not the decoded object: a
+/// decoded `serde_json::Value` takes several times the memory of its JSON,
+/// and the hub keeps thousands of recent items for resumes. Code that needs
+/// the object ([`WatchItem::object`], or `item.object` through
+/// [`LazyObject`]'s `Deref`) decodes it from the line on first use.
 #[derive(Debug)]
 pub struct WatchItem {
     /// The store revision of the change (the object's resource version).
     pub revision: Revision,
     /// ADDED, MODIFIED or DELETED.
     pub event_type: WatchEventType,
-    /// The object (for DELETED, as it was just before deletion).
-    pub object: Value,
+    /// The object (for DELETED, as it was just before deletion), decoded
+    /// from [`line`](Self::line) when first needed.
+    pub object: LazyObject,
     /// The object's namespace.
     pub namespace: Option<String>,
+    /// The object's labels, for label selectors.
+    pub labels: Labels,
     /// The object's store key.
     pub key: String,
     /// The watch stream line: `{"type": ..., "object": ...}` and a newline.
@@ -59,20 +70,97 @@ impl WatchItem {
         };
         let object = object::decode(&event.kv.value, event.revision())?;
         let namespace = object::namespace(&object).map(str::to_owned);
-        let mut line = serde_json::to_vec(&serde_json::json!({
-            "type": event_type,
-            "object": object,
-        }))
+        let labels = object::labels(&object);
+        let mut line = serde_json::to_vec(&Line {
+            event_type,
+            object: &object,
+        })
         .map_err(|err| ApiError::Internal(err.to_string()))?;
         line.push(b'\n');
+        let line = Bytes::from(line);
         Ok(WatchItem {
             revision: event.revision(),
             event_type,
-            object,
+            object: LazyObject {
+                line: line.clone(),
+                decoded: OnceLock::new(),
+            },
             namespace,
+            labels,
             key: event.kv.key.clone(),
-            line: Bytes::from(line),
+            line,
         })
+    }
+
+    /// The object, decoded afresh from the line (not kept in the item).
+    pub fn decode_object(&self) -> Value {
+        self.object.decode()
+    }
+
+    /// Roughly the memory the item holds, for the replay buffer's bound.
+    fn footprint(&self) -> usize {
+        let labels: usize = self
+            .labels
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 64)
+            .sum();
+        std::mem::size_of::<Self>()
+            + self.line.len()
+            + self.key.len()
+            + self.namespace.as_ref().map_or(0, String::len)
+            + labels
+    }
+}
+
+/// The serialized form of a watch line.
+#[derive(serde::Serialize)]
+struct Line<'a> {
+    #[serde(rename = "type")]
+    event_type: WatchEventType,
+    object: &'a Value,
+}
+
+/// The object of a [`WatchItem`], decoded from its line on first access
+/// and then kept (so use [`WatchItem::decode_object`] for items that stay
+/// in the replay buffer and are read once).
+pub struct LazyObject {
+    line: Bytes,
+    decoded: OnceLock<Value>,
+}
+
+impl LazyObject {
+    fn decode(&self) -> Value {
+        #[derive(serde::Deserialize)]
+        struct Object {
+            object: Value,
+        }
+        // The line was serialized from a Value by the hub: it always parses.
+        serde_json::from_slice::<Object>(&self.line)
+            .map(|line| line.object)
+            .unwrap_or(Value::Null)
+    }
+}
+
+impl std::ops::Deref for LazyObject {
+    type Target = Value;
+
+    fn deref(&self) -> &Value {
+        self.decoded.get_or_init(|| self.decode())
+    }
+}
+
+impl std::fmt::Debug for LazyObject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LazyObject")
+            .field("bytes", &self.line.len())
+            .field("decoded", &self.decoded.get().is_some())
+            .finish()
+    }
+}
+
+impl std::fmt::Display for LazyObject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&**self, f)
     }
 }
 
@@ -106,6 +194,8 @@ enum Message {
 struct EntryState {
     /// Recent events, oldest first.
     buffer: VecDeque<Arc<WatchItem>>,
+    /// The sum of their footprints.
+    buffer_bytes: usize,
     /// Every event with a revision greater than this is in `buffer` or still to come.
     covered_after: Revision,
     /// The last revision the hub saw (or started from).
@@ -121,8 +211,11 @@ struct Entry {
 /// Settings of the hub.
 #[derive(Debug, Clone, Copy)]
 pub struct HubConfig {
-    /// Recent events kept per prefix for resume.
+    /// Recent events kept per prefix for resume (at most).
     pub replay_buffer: usize,
+    /// The most memory, in bytes, those events may take per prefix (their
+    /// encoded lines and what watchers filter on); the oldest go first.
+    pub replay_buffer_bytes: usize,
     /// How far a subscriber may fall behind.
     pub channel_capacity: usize,
 }
@@ -268,6 +361,7 @@ impl WatchHub {
             sender,
             state: Mutex::new(EntryState {
                 buffer: VecDeque::new(),
+                buffer_bytes: 0,
                 covered_after: start,
                 last_revision: start,
             }),
@@ -277,7 +371,7 @@ impl WatchHub {
             self.store.clone(),
             prefix.to_owned(),
             entry.clone(),
-            self.config.replay_buffer.max(1),
+            self.config,
             self.shutdown.clone(),
         ));
         Ok(entry)
@@ -289,7 +383,7 @@ async fn run_entry(
     store: Arc<dyn Store>,
     prefix: String,
     entry: Arc<Entry>,
-    buffer_size: usize,
+    config: HubConfig,
     shutdown: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(100);
@@ -325,7 +419,7 @@ async fn run_entry(
                 Some(Ok(event)) => {
                     backoff = Duration::from_millis(100);
                     match WatchItem::from_store_event(&event) {
-                        Ok(item) => publish(&entry, Arc::new(item), buffer_size),
+                        Ok(item) => publish(&entry, Arc::new(item), &config),
                         Err(err) => {
                             tracing::error!(%prefix, revision = event.revision(), error = %err, "undecodable object in the store");
                             if let Ok(mut state) = entry.state.lock() {
@@ -369,6 +463,7 @@ async fn handle_failure(
                 state.covered_after = current;
             }
             state.buffer.clear();
+            state.buffer_bytes = 0;
             let _ = entry.sender.send(Message::Reset);
         }
         other => tracing::warn!(%prefix, error = %other, "store watch failed; reconnecting"),
@@ -376,7 +471,7 @@ async fn handle_failure(
     Ok(())
 }
 
-fn publish(entry: &Entry, item: Arc<WatchItem>, buffer_size: usize) {
+fn publish(entry: &Entry, item: Arc<WatchItem>, config: &HubConfig) {
     let Ok(mut state) = entry.state.lock() else {
         return;
     };
@@ -384,10 +479,15 @@ fn publish(entry: &Entry, item: Arc<WatchItem>, buffer_size: usize) {
         return;
     }
     state.last_revision = item.revision;
+    state.buffer_bytes += item.footprint();
     state.buffer.push_back(item.clone());
-    while state.buffer.len() > buffer_size {
+    // Keep at least the newest item, whatever its size.
+    while state.buffer.len() > config.replay_buffer.max(1)
+        || (state.buffer_bytes > config.replay_buffer_bytes && state.buffer.len() > 1)
+    {
         if let Some(dropped) = state.buffer.pop_front() {
             state.covered_after = dropped.revision;
+            state.buffer_bytes = state.buffer_bytes.saturating_sub(dropped.footprint());
         }
     }
     // Sent under the lock, so a new subscriber sees each event exactly once:
@@ -408,6 +508,7 @@ mod tests {
             store.clone(),
             HubConfig {
                 replay_buffer: buffer,
+                replay_buffer_bytes: usize::MAX,
                 channel_capacity: capacity,
             },
             CancellationToken::new(),
@@ -507,6 +608,7 @@ mod tests {
             store,
             HubConfig {
                 replay_buffer: 8,
+                replay_buffer_bytes: usize::MAX,
                 channel_capacity: 8,
             },
             token.clone(),

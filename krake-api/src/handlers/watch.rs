@@ -89,8 +89,7 @@ pub async fn watch(
                 Ok(item) => {
                     (namespace.is_none() || item.namespace == namespace)
                         && access.allows(item.namespace.as_deref())
-                        && (selector.is_empty()
-                            || selector.matches(&crate::object::labels(&item.object)))
+                        && (selector.is_empty() || selector.matches(&item.labels))
                 }
                 Err(_) => true,
             };
@@ -188,7 +187,7 @@ pub async fn wait_for(
         if item.key != key {
             continue;
         }
-        object = item.object.clone();
+        object = item.decode_object();
         if item.event_type == WatchEventType::Deleted {
             if wanted == "DELETED" {
                 if let Some(status) = object.get_mut("status").and_then(Value::as_object_mut) {
