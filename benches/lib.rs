@@ -20,6 +20,7 @@ pub mod kubernetes_suite;
 pub mod model_suite;
 pub mod process_stats;
 pub mod scheduler_suite;
+pub mod store_suite;
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -152,6 +153,14 @@ mod tests {
     #[test]
     fn scheduler_suite_runs() {
         scheduler_suite::run(Mode::Smoke);
+    }
+
+    /// The store suite in smoke mode: a few seconds of writes on the
+    /// embedded store with a bounded and a count-only history, every key
+    /// checked at the end.
+    #[test]
+    fn store_suite_runs() {
+        store_suite::run(Mode::Smoke);
     }
 
     #[test]
