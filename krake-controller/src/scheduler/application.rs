@@ -2,8 +2,9 @@
 //!
 //! For each application that is not deleted and not FAILED:
 //!
-//! 1. A DEGRADED application waits until `status.scheduled_retry`; one
-//!    whose migration failed recently until `status.migration_timeout`.
+//! 1. An application that nothing could take waits for a change or its next
+//!    periodic attempt (below); one whose migration failed recently until
+//!    `status.migration_timeout`.
 //! 2. Already placed with `constraints.migration` false: only the hand-off
 //!    below.
 //! 3. Candidates: the clusters of the application's namespace only (tenant
@@ -25,8 +26,39 @@
 //!    migration is allowed.
 //!
 //! No match: `status.reason` NO_SUITABLE_RESOURCE and, while retries are
-//! left (`spec.backoff_limit`, -1 forever), DEGRADED with `scheduled_retry =
-//! now + backoff_delay × backoff`; then FAILED.
+//! left (`spec.backoff_limit`, -1 forever), DEGRADED with `scheduled_retry`
+//! the time of the next periodic attempt; then FAILED.
+//!
+//! # Waiting applications
+//!
+//! An application that nothing can take is tried again
+//!
+//! - at once when something that could change the answer changes: a
+//!   Cluster, Cloud, Metric or MetricsProvider of its namespace, a
+//!   GlobalCloud, GlobalMetric or GlobalMetricsProvider, or its own spec (a
+//!   new matching cluster places every waiting application within a
+//!   second);
+//! - otherwise periodically (metric values move without any change of an
+//!   object): first after `backoff_delay × backoff` seconds, as in Krake,
+//!   then after twice as long at each attempt, up to `reschedule_after`
+//!   (60 s by default). A spec update starts this backoff again.
+//!
+//! Its status is written only when the outcome changes (state, reason, the
+//! `retries` left), not on every attempt: a namespace of pending
+//! applications costs no writes. Differences from Krake, for users:
+//!
+//! - `scheduled_retry` is the time of the next periodic attempt *when the
+//!   status was last written*; later attempts that end the same way do not
+//!   rewrite it (with `backoff_limit: -1` it is written once), so it may lie
+//!   in the past while the application keeps waiting. Changes are tried
+//!   at once whatever it says.
+//! - `backoff_limit` counts the periodic attempts only (each one that fails
+//!   decrements `retries` and is written): FAILED comes after
+//!   `backoff_limit` attempts as in Krake, but with the growing backoff
+//!   later than `backoff_limit × backoff_delay × backoff` seconds, and
+//!   attempts woken by changes do not use retries up.
+//! - A restarted scheduler tries every waiting application once at start
+//!   (without counting it when it ends as before).
 //!
 //! Automatic cluster creation: the winner is a cloud, so the scheduler
 //! creates a cluster `cluster-<1000..9999>` in the application's namespace
@@ -49,6 +81,7 @@ use krake_data::metadata::Metadata;
 use krake_data::{Reason, ReasonCode, ResourceRef, Timestamp};
 
 use crate::action::Action;
+use crate::object_key::ObjectKey;
 use crate::scheduler::placement::{self, Candidate, CandidateKind, CandidateSet};
 use crate::scheduler::{Context, SchedulerError, retry_delay};
 
@@ -119,17 +152,25 @@ pub(crate) async fn reconcile(
     app: Arc<Application>,
     cx: Arc<Context>,
 ) -> Result<Action, SchedulerError> {
+    let key = ObjectKey::of(app.as_ref());
     if app.metadata.is_deleted() || app.status.state == ApplicationState::Failed {
+        cx.app_waits.clear(&key);
         return Ok(Action::await_change());
     }
-    let now = Timestamp::now();
-    if app.status.state == ApplicationState::Degraded
-        && let Some(retry) = app.status.scheduled_retry
-        && retry > now
+    let Some(namespace) = app.metadata.namespace.as_deref() else {
+        return Ok(Action::await_change());
+    };
+    // Read before the candidates: a change after this wakes it again.
+    let generation = cx.candidates.changes.of(namespace);
+    if let Some(remaining) = cx
+        .app_waits
+        .remaining(&key, generation, app.metadata.modified)
     {
-        return Ok(Action::requeue(until(retry, now)));
+        return Ok(Action::requeue(remaining));
     }
+    let now = Timestamp::now();
     if app.status.scheduled_to.is_some() && !app.spec.constraints.migration {
+        cx.app_waits.clear(&key);
         if needs_hand_off(&app) {
             let mut updated = (*app).clone();
             updated.status.kube_controller_triggered = Some(Timestamp::now());
@@ -145,9 +186,6 @@ pub(crate) async fn reconcile(
             return Ok(Action::requeue(until(timeout, now)));
         }
     }
-    let Some(namespace) = app.metadata.namespace.as_deref() else {
-        return Ok(Action::await_change());
-    };
     if app.status.state == ApplicationState::WaitingForClusterCreation
         && let Some(name) = app.status.auto_cluster_create_started.as_deref()
     {
@@ -157,6 +195,7 @@ pub(crate) async fn reconcile(
                 return Ok(Action::requeue(CLUSTER_CREATION_POLL));
             }
             Some(cluster) => {
+                cx.app_waits.clear(&key);
                 let target = ResourceRef::of(cluster.as_ref());
                 bind(&app, &cx, target).await?;
                 return Ok(Action::requeue(cx.config.reschedule_after));
@@ -173,10 +212,15 @@ pub(crate) async fn reconcile(
         cx.config.reschedule_after,
         now,
     );
+    if matches!(decision, Some(Decision::Keep(_) | Decision::Bind(_))) {
+        cx.app_waits.clear(&key);
+    }
     match decision {
         Some(Decision::Keep(_)) => keep(&app, &cx).await?,
         Some(Decision::Bind(target)) => bind(&app, &cx, target).await?,
-        Some(Decision::CreateOn(cloud)) => return create_cluster(&app, &cx, cloud).await,
+        Some(Decision::CreateOn(cloud)) => {
+            return create_cluster(&app, &cx, cloud, generation).await;
+        }
         None => {
             return failed(
                 &app,
@@ -185,6 +229,7 @@ pub(crate) async fn reconcile(
                     ReasonCode::NoSuitableResource,
                     "No matching Kubernetes cluster found",
                 ),
+                generation,
             )
             .await;
         }
@@ -278,38 +323,75 @@ async fn bind(app: &Application, cx: &Context, cluster: ResourceRef) -> Result<(
     write_status(&bound, &updated, cx).await
 }
 
-/// A scheduling failure: DEGRADED with a retry time while retries are left,
-/// else FAILED.
+/// A scheduling failure (the attempt saw the change counter `generation`):
+/// DEGRADED while retries are left, else FAILED; the status is written only
+/// when the outcome changed (see the module docs).
 pub(crate) async fn failed(
     app: &Application,
     cx: &Context,
     reason: Reason,
+    generation: u64,
 ) -> Result<Action, SchedulerError> {
+    let key = ObjectKey::of(app);
     let limit = app.spec.backoff_limit;
     let retries = app.status.retries.unwrap_or(limit);
+    let attempt = cx.app_waits.attempt(
+        &key,
+        generation,
+        app.metadata.modified,
+        retry_delay(app.spec.backoff_delay, app.spec.backoff),
+        cx.config.reschedule_after,
+    );
+    let already = app.status.state == ApplicationState::Degraded
+        && app.status.reason.as_ref() == Some(&reason);
+    // A periodic attempt uses a retry up, unless it is the first one of
+    // this scheduler and the status already tells this outcome (a restart).
+    let counted = attempt.periodic && !(already && attempt.wait.attempts == 1);
     let mut updated = app.clone();
     updated.status.reason = Some(reason.clone());
     let action = if limit < 0 || retries > 0 {
-        let delay = retry_delay(app.spec.backoff_delay, app.spec.backoff);
-        updated.status.retries = Some(if limit > 0 { retries - 1 } else { retries });
+        updated.status.retries = Some(if limit > 0 && counted {
+            retries - 1
+        } else {
+            retries
+        });
         updated.status.state = ApplicationState::Degraded;
-        updated.status.scheduled_retry =
-            Some(Timestamp::now() + chrono::TimeDelta::from_std(delay).unwrap_or_default());
-        Action::requeue(delay)
+        cx.app_waits.record(key, attempt.wait);
+        cx.app_waits.prune(|k| {
+            cx.applications
+                .get(k.namespace.as_deref(), &k.name)
+                .is_some()
+        });
+        let after = attempt.wait.next - tokio::time::Instant::now();
+        if updated.status != app.status || app.status.scheduled_retry.is_none() {
+            updated.status.scheduled_retry =
+                Some(Timestamp::now() + chrono::TimeDelta::from_std(after).unwrap_or_default());
+        }
+        let changed_since = app
+            .metadata
+            .namespace
+            .as_deref()
+            .is_some_and(|ns| cx.candidates.changes.of(ns) != generation);
+        // A change during the attempt may have come before this wait was
+        // recorded, so that it woke nothing: look again at once.
+        Action::requeue(if changed_since { Duration::ZERO } else { after })
     } else {
+        cx.app_waits.clear(&key);
         updated.status.retries = Some(0);
         updated.status.state = ApplicationState::Failed;
         updated.status.scheduled_retry = None;
         Action::await_change()
     };
-    tracing::warn!(
-        namespace = app.metadata.namespace.as_deref().unwrap_or(""),
-        application = %app.metadata.name,
-        state = ?updated.status.state,
-        reason = %reason.message,
-        "cannot schedule application"
-    );
-    apps(app, cx).status(&updated).await?;
+    if updated.status != app.status {
+        tracing::warn!(
+            namespace = app.metadata.namespace.as_deref().unwrap_or(""),
+            application = %app.metadata.name,
+            state = ?updated.status.state,
+            reason = %reason.message,
+            "cannot schedule application"
+        );
+        apps(app, cx).status(&updated).await?;
+    }
     Ok(action)
 }
 
@@ -318,6 +400,7 @@ async fn create_cluster(
     app: &Application,
     cx: &Context,
     cloud: ResourceRef,
+    generation: u64,
 ) -> Result<Action, SchedulerError> {
     let Some(tosca) = cx.config.cluster_tosca.clone() else {
         return failed(
@@ -327,6 +410,7 @@ async fn create_cluster(
                 ReasonCode::NoSuitableResource,
                 "No matching Kubernetes cluster found, and automatic cluster creation is not configured",
             ),
+            generation,
         )
         .await;
     };
@@ -381,6 +465,7 @@ async fn create_cluster(
     clusters
         .binding(&cluster.metadata.name, &CloudBinding::new(cloud))
         .await?;
+    cx.app_waits.clear(&ObjectKey::of(app));
     let mut updated = app.clone();
     updated.status.auto_cluster_create_started = Some(cluster.metadata.name.clone());
     updated.status.state = ApplicationState::WaitingForClusterCreation;

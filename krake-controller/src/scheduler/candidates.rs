@@ -10,7 +10,6 @@
 //! failure.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,6 +24,7 @@ use krake_data::{Resource, ResourceRef};
 
 use crate::scheduler::fetch::{Fetched, MetricFetcher};
 use crate::scheduler::placement::{Candidate, CandidateKind, CandidateSet};
+use crate::scheduler::waiting::Changes;
 use crate::store::Store;
 
 /// The candidates of one namespace at one moment.
@@ -47,8 +47,9 @@ pub(crate) struct Candidates {
     pub global_clouds: Store<GlobalCloud>,
     pub fetcher: MetricFetcher,
     pub client: Client,
-    /// Bumped on every change of a kind a snapshot depends on.
-    pub generation: Arc<AtomicU64>,
+    /// Counts the changes of the kinds a snapshot depends on, per
+    /// namespace.
+    pub changes: Arc<Changes>,
     pub ttl: Duration,
     cache: Mutex<HashMap<String, Arc<Snapshot>>>,
     /// One lock per namespace, so that a slow provider in one namespace
@@ -96,7 +97,7 @@ impl Candidates {
             global_clouds,
             fetcher,
             client,
-            generation: Arc::new(AtomicU64::new(0)),
+            changes: Arc::default(),
             ttl,
             cache: Mutex::default(),
             building: Mutex::default(),
@@ -104,7 +105,7 @@ impl Candidates {
     }
 
     fn cached(&self, namespace: &str) -> Option<Arc<Snapshot>> {
-        let generation = self.generation.load(Ordering::Acquire);
+        let generation = self.changes.of(namespace);
         let cache = self.cache.lock().ok()?;
         cache
             .get(namespace)
@@ -125,7 +126,7 @@ impl Candidates {
         if let Some(snapshot) = self.cached(namespace) {
             return snapshot;
         }
-        let generation = self.generation.load(Ordering::Acquire);
+        let generation = self.changes.of(namespace);
         let snapshot = Arc::new(self.build(namespace, generation).await);
         if let Ok(mut cache) = self.cache.lock() {
             cache.retain(|_, s| s.built.elapsed() < self.ttl);

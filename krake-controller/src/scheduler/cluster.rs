@@ -9,8 +9,18 @@
 //! the cluster's cloud label and metric constraints hold; clouds whose
 //! metrics were fetched are preferred, then the highest `Σ value·weight /
 //! Σ weight`, ties at random. No match: `status.reason`
-//! NO_SUITABLE_RESOURCE, tried again after `backoff_delay × backoff` while
-//! `spec.backoff_limit` allows (-1: forever), then FAILED.
+//! NO_SUITABLE_RESOURCE, then FAILED after `spec.backoff_limit` periodic
+//! attempts (-1: never).
+//!
+//! A cluster that no cloud can take waits like an application (see
+//! [`application`](super::application#waiting-applications)): it is tried
+//! again at once when a Cloud, Metric or MetricsProvider of its namespace, a
+//! GlobalCloud, GlobalMetric or GlobalMetricsProvider, or its own spec
+//! changes, and otherwise first after `backoff_delay × backoff` seconds,
+//! then after twice as long at each attempt, up to `reschedule_after`. Its
+//! status is written only when the outcome changes: `status.retries` counts
+//! the periodic attempts only while `backoff_limit` is not -1 (with -1 it
+//! stays at 1 instead of growing with every attempt).
 //!
 //! A cluster with `spec.auto_generated` that no application of its
 //! namespace is scheduled to or waits for is deleted once it has been
@@ -18,7 +28,7 @@
 //! only; this looks at all of them).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use krake_client::{Api, DeleteParams};
 use krake_data::kinds::infrastructure::CloudBinding;
@@ -53,6 +63,15 @@ pub(crate) async fn reconcile(
     let Some(namespace) = cluster.metadata.namespace.as_deref() else {
         return Ok(cleanup);
     };
+    let key = ObjectKey::of(cluster.as_ref());
+    // Read before the candidates: a change after this wakes it again.
+    let generation = cx.candidates.changes.of(namespace);
+    if let Some(remaining) = cx
+        .cluster_waits
+        .remaining(&key, generation, cluster.metadata.modified)
+    {
+        return Ok(sooner(cleanup, remaining));
+    }
     let snapshot = cx.candidates.snapshot(namespace).await;
     let constraints = &cluster.spec.constraints.cloud;
     let matches = |kind: &str| -> Vec<&Candidate> {
@@ -70,8 +89,13 @@ pub(crate) async fn reconcile(
         matching = matches("GlobalCloud");
     }
     let Some(cloud) = placement::choose(&matching, None, 0.0, |n| fastrand::usize(..n)) else {
-        return no_cloud(&cluster, &cx).await;
+        let retry = no_cloud(&cluster, &cx, generation).await?;
+        return Ok(match retry {
+            Some(after) => sooner(cleanup, after),
+            None => cleanup,
+        });
     };
+    cx.cluster_waits.clear(&key);
     tracing::info!(
         namespace = %namespace,
         cluster = %cluster.metadata.name,
@@ -94,22 +118,60 @@ pub(crate) async fn reconcile(
     Ok(cleanup)
 }
 
-async fn no_cloud(cluster: &Cluster, cx: &Context) -> Result<Action, SchedulerError> {
+/// The earlier of `action`'s requeue and `after`.
+fn sooner(action: Action, after: Duration) -> Action {
+    Action::requeue(action.requeue_after().map_or(after, |a| a.min(after)))
+}
+
+/// No cloud matches (the attempt saw the change counter `generation`):
+/// records the wait and writes the status if the outcome changed; returns
+/// when to try again (`None`: FAILED, only on a change).
+async fn no_cloud(
+    cluster: &Cluster,
+    cx: &Context,
+    generation: u64,
+) -> Result<Option<Duration>, SchedulerError> {
+    let key = ObjectKey::of(cluster);
+    let reason = Reason::new(ReasonCode::NoSuitableResource, "No matching cloud found");
+    let attempt = cx.cluster_waits.attempt(
+        &key,
+        generation,
+        cluster.metadata.modified,
+        retry_delay(cluster.spec.backoff_delay, cluster.spec.backoff),
+        cx.config.reschedule_after,
+    );
+    let already = cluster.status.reason.as_ref() == Some(&reason);
+    // A periodic attempt counts, unless it is the first one of this
+    // scheduler and the status already tells this outcome (a restart).
+    let counted = attempt.periodic && !(already && attempt.wait.attempts == 1);
     let mut updated = cluster.clone();
-    updated.status.reason = Some(Reason::new(
-        ReasonCode::NoSuitableResource,
-        "No matching cloud found",
-    ));
+    updated.status.reason = Some(reason);
     let limit = cluster.spec.backoff_limit;
-    let action = if limit >= 0 && cluster.status.retries >= limit {
+    let retry = if limit >= 0 && counted && cluster.status.retries >= limit {
+        cx.cluster_waits.clear(&key);
         updated.status.state = ClusterState::Failed;
-        Action::await_change()
+        None
     } else {
-        updated.status.retries = cluster.status.retries.saturating_add(1);
-        Action::requeue(retry_delay(
-            cluster.spec.backoff_delay,
-            cluster.spec.backoff,
-        ))
+        if counted && (limit >= 0 || cluster.status.retries == 0) {
+            updated.status.retries = cluster.status.retries.saturating_add(1);
+        }
+        cx.cluster_waits.record(key, attempt.wait);
+        cx.cluster_waits.prune(|k| {
+            cx.candidates
+                .clusters
+                .get(k.namespace.as_deref(), &k.name)
+                .is_some()
+        });
+        let changed_since = cluster
+            .metadata
+            .namespace
+            .as_deref()
+            .is_some_and(|ns| cx.candidates.changes.of(ns) != generation);
+        Some(if changed_since {
+            Duration::ZERO
+        } else {
+            attempt.wait.next - tokio::time::Instant::now()
+        })
     };
     if updated.status != cluster.status {
         tracing::warn!(
@@ -122,7 +184,7 @@ async fn no_cloud(cluster: &Cluster, cx: &Context) -> Result<Action, SchedulerEr
             .status(&updated)
             .await?;
     }
-    Ok(action)
+    Ok(retry)
 }
 
 /// Deletes an automatically created cluster unused for the retention

@@ -51,9 +51,9 @@ pub mod cluster;
 mod fetch;
 pub mod magnum;
 pub mod placement;
+mod waiting;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -74,6 +74,7 @@ use crate::metrics_provider::{MetricsProviders, ProvidersConfig};
 use crate::object_key::ObjectKey;
 use crate::scheduler::candidates::{Candidates, bound_cloud};
 use crate::scheduler::fetch::MetricFetcher;
+use crate::scheduler::waiting::{Changes, WAKE_CAPACITY, Waits, wake_waiting};
 use crate::shared::{Change, Reflectors};
 use crate::store::Store;
 use crate::work_queue::{Attempt, QueueConfig};
@@ -99,6 +100,10 @@ pub(crate) struct Context {
     pub projects: Store<Project>,
     /// Automatically created clusters seen unused, and since when.
     pub unused_since: Mutex<HashMap<ObjectKey, Instant>>,
+    /// Applications no cluster (or cloud) can take yet.
+    pub app_waits: Arc<Waits>,
+    /// Clusters to be created that no cloud can take yet.
+    pub cluster_waits: Arc<Waits>,
 }
 
 /// Settings of the [`Scheduler`] (Krake's `scheduler.yaml`).
@@ -107,7 +112,9 @@ pub struct SchedulerConfig {
     /// How many objects are scheduled at once (`worker_count`, default 5).
     pub workers: usize,
     /// How often a scheduled application is scheduled again
-    /// (`reschedule_after`, default 60 s).
+    /// (`reschedule_after`, default 60 s); also the longest delay between
+    /// the periodic attempts of an application or cluster that nothing can
+    /// take (see [`application`]).
     pub reschedule_after: Duration,
     /// The weight of staying on the current cluster (`stickiness`, default 0.1).
     pub stickiness: f64,
@@ -199,15 +206,29 @@ impl Scheduler {
             client.clone(),
             self.config.providers.cache_ttl,
         );
-        // Any change (or missed changes) of a kind the snapshots read.
-        let generation = &candidates.generation;
-        bump_on(clusters.changes, &shutdown, generation);
-        bump_on(clouds.changes, &shutdown, generation);
-        bump_on(global_clouds.changes, &shutdown, generation);
-        bump_on(metrics.changes, &shutdown, generation);
-        bump_on(global_metrics.changes, &shutdown, generation);
-        bump_on(providers.changes, &shutdown, generation);
-        bump_on(global_providers.changes, &shutdown, generation);
+        // Any change (or missed changes) of a kind the snapshots read, in
+        // its namespace (global kinds and relists: everywhere).
+        let changes = &candidates.changes;
+        bump_on(clusters.changes, &shutdown, changes);
+        bump_on(clouds.changes, &shutdown, changes);
+        bump_on(global_clouds.changes, &shutdown, changes);
+        bump_on(metrics.changes, &shutdown, changes);
+        bump_on(global_metrics.changes, &shutdown, changes);
+        bump_on(providers.changes, &shutdown, changes);
+        bump_on(global_providers.changes, &shutdown, changes);
+        // ... wakes the applications and clusters waiting in that namespace.
+        let app_waits = Arc::new(Waits::default());
+        let cluster_waits = Arc::new(Waits::default());
+        let (wake_apps, _) = broadcast::channel(WAKE_CAPACITY);
+        let (wake_clusters, _) = broadcast::channel(WAKE_CAPACITY);
+        tokio::spawn(wake_waiting(
+            changes.clone(),
+            vec![
+                (app_waits.clone(), wake_apps.clone()),
+                (cluster_waits.clone(), wake_clusters.clone()),
+            ],
+            shutdown.clone(),
+        ));
 
         let ready = async {
             clusters.store.wait_ready().await?;
@@ -232,6 +253,8 @@ impl Scheduler {
             applications: app_store.clone(),
             projects: projects.store.clone(),
             unused_since: Mutex::default(),
+            app_waits,
+            cluster_waits,
         });
         let queue = QueueConfig {
             concurrency: self.config.workers.max(1),
@@ -245,6 +268,7 @@ impl Scheduler {
         let waiting_apps = app_store.clone();
         let applications = applications
             .config(config("scheduler-applications"))
+            .triggered_by(wake_apps)
             .watches::<Cluster>(None, move |cluster: &Cluster| {
                 // Applications waiting for this cluster to be created.
                 let name = cluster.metadata.name.as_str();
@@ -261,6 +285,7 @@ impl Scheduler {
         let unbound_global = clusters.store.clone();
         let clusters = Controller::<Cluster>::new(reflectors, None)
             .config(config("scheduler-clusters"))
+            .triggered_by(wake_clusters)
             .watches::<Cloud>(None, move |cloud: &Cloud| {
                 unbound_keys(&unbound, cloud.metadata.namespace.as_deref())
             })
@@ -328,7 +353,9 @@ impl Scheduler {
 }
 
 /// Krake's retry delay after a scheduling failure: `backoff_delay ×
-/// backoff` seconds, at least one.
+/// backoff` seconds, at least one. The first periodic attempt of a waiting
+/// object comes after it; later ones back off further (see
+/// [`application`]).
 pub(crate) fn retry_delay(backoff_delay: i64, backoff: i64) -> Duration {
     Duration::from_secs(
         u64::try_from(backoff_delay.saturating_mul(backoff))
@@ -372,15 +399,18 @@ where
     Action::await_change()
 }
 
-/// Bumps `generation` on every change of `changes` (and after missed
-/// changes) until `stop`.
+/// Counts every change of `changes` in its namespace (a global kind's
+/// changes and missed changes everywhere) until `stop`.
 fn bump_on<K: Resource>(
     changes: broadcast::Receiver<Change<K>>,
     stop: &CancellationToken,
-    generation: &Arc<AtomicU64>,
+    counters: &Arc<Changes>,
 ) {
-    let generation = generation.clone();
-    tokio::spawn(follow(changes, stop.clone(), move |_| {
-        generation.fetch_add(1, Ordering::AcqRel);
+    let counters = counters.clone();
+    tokio::spawn(follow(changes, stop.clone(), move |change| match change {
+        Change::Applied(object) | Change::Deleted(object) => {
+            counters.bump(object.metadata().namespace.as_deref())
+        }
+        Change::Restarted => counters.bump(None),
     }));
 }
