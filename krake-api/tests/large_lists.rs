@@ -99,7 +99,29 @@ fn rss() -> Option<(u64, u64)> {
 }
 
 /// Everything about one store, with `count` applications.
-async fn large_lists(server: TestServer, count: usize, store: &str, max_growth_percent: u64) {
+/// Reads the list at `url` as a stream, dropping it as it comes: its size
+/// and the growth of the process's peak RSS meanwhile (`None` where
+/// `/proc` does not tell).
+async fn streamed_size_and_peak_growth(http: &reqwest::Client, url: &str) -> (usize, Option<u64>) {
+    let before = rss();
+    // Resets the peak (VmHWM) to the current RSS (Linux >= 4.0).
+    let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
+    let response = http.get(url).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let size: usize = response
+        .bytes_stream()
+        .map_ok(|chunk| chunk.len())
+        .try_fold(0, |total, len| async move { Ok(total + len) })
+        .await
+        .unwrap();
+    let growth = match (reset, before, rss()) {
+        (true, Some((before, _)), Some((_, peak))) => Some(peak.saturating_sub(before)),
+        _ => None,
+    };
+    (size, growth)
+}
+
+async fn large_lists(mut server: TestServer, count: usize, store: &str, max_growth_percent: u64) {
     let http = reqwest::Client::new();
     let url = server.url();
     let start = Instant::now();
@@ -107,35 +129,29 @@ async fn large_lists(server: TestServer, count: usize, store: &str, max_growth_p
     let created = start.elapsed();
 
     // The whole list, read as a stream and dropped as it comes, while
-    // the peak RSS of the process (client and server) is watched.
-    let before = rss();
-    // Resets the peak (VmHWM) to the current RSS (Linux >= 4.0).
-    let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
+    // the peak RSS of the process (client and server) is watched; then
+    // the same list gathered at once (one `?limit` page as large as the
+    // list, as every list was answered before).
     let start = Instant::now();
-    let response = http.get(format!("{url}{APPS}")).send().await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let streamed: usize = response
-        .bytes_stream()
-        .map_ok(|chunk| chunk.len())
-        .try_fold(0, |total, len| async move { Ok(total + len) })
-        .await
-        .unwrap();
+    let (streamed, growth) = streamed_size_and_peak_growth(&http, &format!("{url}{APPS}")).await;
     let listed = start.elapsed();
-    let after = rss();
-    if let (true, Some((rss_before, _)), Some((rss_after, peak))) = (reset, before, after) {
-        let growth = peak.saturating_sub(rss_before);
+    let start = Instant::now();
+    let (gathered, gathered_growth) =
+        streamed_size_and_peak_growth(&http, &format!("{url}{APPS}?limit={}", count + 1)).await;
+    let gathered_in = start.elapsed();
+    assert_eq!(gathered, streamed);
+    if let (Some(growth), Some(gathered_growth)) = (growth, gathered_growth) {
         println!(
-            "{store}: {count} applications, list of {streamed} bytes in {listed:?} \
-             (created in {created:?}); RSS {} MB before, peak {} MB (+{} MB), {} MB after",
-            rss_before >> 20,
-            peak >> 20,
-            growth >> 20,
-            rss_after >> 20,
+            "{store}: {count} applications, a list of {streamed} bytes: streamed in {listed:?} \
+             with the peak RSS +{} KB; gathered at once in {gathered_in:?} with +{} KB \
+             (created in {created:?})",
+            growth >> 10,
+            gathered_growth >> 10,
         );
-        // A list gathered at once held the store's items and the whole
-        // answer (twice the list); a streamed one holds a page of each
-        // (about a megabyte). The embedded store's own page cache grows
-        // with what it reads.
+        // A list gathered at once holds the whole answer (and, before
+        // pages, every stored object too); a streamed one holds a page of
+        // each (about a megabyte). The embedded store's own page cache
+        // grows with what it reads.
         assert!(
             growth < streamed as u64 * max_growth_percent / 100,
             "the peak RSS grew by {growth} bytes for a list of {streamed} bytes"
@@ -218,6 +234,31 @@ async fn large_lists(server: TestServer, count: usize, store: &str, max_growth_p
     let all = get_bytes(&http, &format!("{url}/kubernetes/applications")).await;
     let all: Value = serde_json::from_slice(&all).unwrap();
     assert_eq!(names(&all), expected_names);
+
+    // etcd gone in the middle of a streamed list: the answer breaks off
+    // (the client sees an error, never a shorter list).
+    if let Some(etcd) = krake_testkit::server::etcd_of(&mut server) {
+        let response = http.get(format!("{url}{APPS}")).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let mut body = response.bytes_stream();
+        let first = body.next().await.unwrap().unwrap();
+        assert!(first.len() < streamed);
+        etcd.stop();
+        let mut read = first.to_vec();
+        let mut failed = false;
+        while let Some(chunk) = body.next().await {
+            match chunk {
+                Ok(chunk) => read.extend_from_slice(&chunk),
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        assert!(failed, "the broken list ended without an error");
+        assert!(read.len() < streamed);
+        assert!(serde_json::from_slice::<Value>(&read).is_err());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
