@@ -195,18 +195,19 @@ pub async fn list(
     };
     let store = state.store().clone();
     let prefix = kind.prefix(target.ns());
+    let first_page = next_page_size(0, 0);
     let options = ListOptions {
         start_after: token.as_ref().map(|t| t.last_key.clone()),
-        limit: Some(limit.map_or(next_page_size(0, 0), |limit| {
-            limit.min(next_page_size(0, 0))
-        })),
+        limit: Some(limit.map_or(first_page, |limit| limit.min(first_page))),
         revision: token.as_ref().map(|t| t.revision),
     };
     let page = store.list(&prefix, &options).await?;
     let mut items = ListItems::new(selector, access);
     let revision = page.revision;
     let mut body = Vec::new();
-    let mut more = page.more;
+    // An empty page has nothing to go on from (no store gives one with
+    // more to come).
+    let mut more = page.more && !page.items.is_empty();
     let mut last_key = page.items.last().map(|kv| kv.key.clone());
     items.write(&page.items, &mut body)?;
     drop(page);
@@ -223,7 +224,7 @@ pub async fn list(
             store,
             prefix,
             revision,
-            // A page with more to come is never empty.
+            // Set: the page was not empty.
             after: last_key.unwrap_or_default(),
             items,
         };
