@@ -373,3 +373,54 @@ async fn pages_over_the_etcd_answer_limit_are_read_smaller() {
     assert_eq!(page.items.len(), 1);
     assert!(page.items[0].value.len() > 100_000);
 }
+
+/// A short list has Krake's format, field for field and in Krake's order:
+/// the application of Krake's captured traffic, created again, lists as
+/// Krake listed it (but for its uid, times and our `resource_version`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_has_the_format_of_krakes_captured_list() {
+    let transcript = krake_testkit::wire::exchange("transcript1").unwrap();
+    let captured = transcript
+        .split("### GET /kubernetes/namespaces/testing/applications\n")
+        .nth(1)
+        .and_then(|rest| rest.lines().find(|line| line.starts_with('{')))
+        .unwrap();
+    let captured: Value = serde_json::from_str(captured).unwrap();
+    assert_eq!(captured["kind"], "ApplicationList");
+    let item = &captured["items"][0];
+    for server in [
+        krake_testkit::server::etcd_server().await,
+        TestServer::embedded().await,
+    ] {
+        let http = reqwest::Client::new();
+        let url = server.url();
+        let body = json!({"metadata": {"name": item["metadata"]["name"]}, "spec": item["spec"]});
+        let response = http
+            .post(format!("{url}/kubernetes/namespaces/testing/applications"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let listed = get_bytes(
+            &http,
+            &format!("{url}/kubernetes/namespaces/testing/applications"),
+        )
+        .await;
+        let mut listed: Value = serde_json::from_slice(&listed).unwrap();
+        // What differs by nature: our list's revision, the object's own
+        // revision, uid and times.
+        let metadata = listed["metadata"].as_object_mut().unwrap();
+        assert!(metadata.remove("resource_version").is_some());
+        let ours = listed["items"][0]["metadata"].as_object_mut().unwrap();
+        assert!(ours.remove("resource_version").is_some());
+        for field in ["uid", "created", "modified"] {
+            ours.insert(field.to_owned(), item["metadata"][field].clone());
+        }
+        // Serialized, so that the order of the fields counts.
+        assert_eq!(
+            serde_json::to_string(&listed).unwrap(),
+            serde_json::to_string(&captured).unwrap()
+        );
+    }
+}
