@@ -424,3 +424,44 @@ async fn a_list_has_the_format_of_krakes_captured_list() {
         );
     }
 }
+
+/// A watch of etcd from the start of 17 MB of history (what a watcher
+/// resuming from an old revision replays): etcd sends up to 1,000
+/// revisions per answer, once 17 MB in one answer, over the client's
+/// former 4 MiB limit. With fragments, answers of 2 MiB are enough.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_etcd_watch_replays_17_mb_of_history() {
+    use krake_store::Store;
+    use krake_store::etcd::{EtcdOptions, EtcdStore};
+
+    let etcd = krake_testkit::etcd::EtcdProcess::start().await.unwrap();
+    let options = EtcdOptions {
+        max_answer_bytes: 2 * 1024 * 1024,
+        ..EtcdOptions::default()
+    };
+    let store = EtcdStore::connect(&[etcd.endpoint()], options)
+        .await
+        .unwrap();
+    let store: std::sync::Arc<dyn Store> = std::sync::Arc::new(store);
+    let server = TestServer::start(
+        store.clone(),
+        krake_api::ApiConfig::default(),
+        krake_api::testing::Backing::Other(Box::new(etcd)),
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let count = 1_000;
+    create_apps(&http, &server.url(), count).await;
+    let prefix = "/kubernetes/applications/big/";
+    let mut watch = store.watch(prefix, Some(0)).await.unwrap();
+    let mut seen = 0;
+    while seen < count {
+        let event = tokio::time::timeout(std::time::Duration::from_secs(30), watch.next())
+            .await
+            .expect("an event within 30 s")
+            .expect("the watch goes on")
+            .expect("no error");
+        assert!(event.is_create());
+        seen += 1;
+    }
+}

@@ -137,8 +137,9 @@ pub struct EtcdOptions {
     /// How long to wait for the answer to a keep-alive ping before the
     /// connection counts as broken. Default: 5 s.
     pub keep_alive_timeout: Duration,
-    /// The largest answer of etcd to a read that the client decodes
-    /// (tonic's default is 4 MiB). Lists are read in pages of at most
+    /// The largest answer of etcd to a read or a watch that the client
+    /// decodes (tonic's default is 4 MiB). Watches ask etcd to split large
+    /// answers. Lists are read in pages of at most
     /// [`LIST_PAGE`] keys, so this is only a safety net for pages of very
     /// large objects: a page over it is read again with fewer keys, never
     /// an error. Default: 64 MiB.
@@ -599,11 +600,21 @@ impl Store for EtcdStore {
         after: Option<Revision>,
     ) -> Result<EventStream, StoreError> {
         let (key, end) = prefix_range(prefix);
-        let mut options = WatchOptions::new().with_range(end).with_prev_key();
+        // Fragments: etcd splits an answer over its request size limit
+        // (replaying up to 1,000 revisions at a time), so that no answer
+        // grows with the history replayed; each fragment's events are
+        // handed out as they come.
+        let mut options = WatchOptions::new()
+            .with_range(end)
+            .with_prev_key()
+            .with_fragment();
         if let Some(after) = after {
             options = options.with_start_revision(after.saturating_add(1));
         }
-        let mut watch = self.client.watch_client();
+        let mut watch = self
+            .client
+            .watch_client()
+            .max_decoding_message_size(self.options.max_answer_bytes.max(1));
         let setup = async {
             let mut stream = watch.watch(key, Some(options)).await?;
             // The first answer says whether etcd created the watch.
