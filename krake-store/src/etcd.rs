@@ -327,6 +327,7 @@ impl EtcdStore {
             _ => None,
         }
     }
+
     /// A key-value client whose answers may be up to `max_answer` bytes
     /// (`None`: any size).
     fn kv_client(&self, max_answer: Option<usize>) -> KvClient {
