@@ -599,6 +599,85 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_replay_buffer_is_bounded_by_bytes_and_older_resumes_use_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(EmbeddedStore::open(dir.path().join("s.redb")).unwrap());
+        let hub = WatchHub::new(
+            store.clone(),
+            HubConfig {
+                replay_buffer: 1000,
+                // Room for about two items.
+                replay_buffer_bytes: 2 * (std::mem::size_of::<WatchItem>() + 200),
+                channel_capacity: 64,
+            },
+            CancellationToken::new(),
+        );
+        let mut live = hub.subscribe("/k/", None).await.unwrap();
+        let mut revisions = Vec::new();
+        for i in 0..10 {
+            revisions.push(
+                store
+                    .create(&format!("/k/ns/o{i}"), object(&format!("o{i}")))
+                    .await
+                    .unwrap(),
+            );
+        }
+        for _ in 0..10 {
+            tokio::time::timeout(Duration::from_secs(5), live.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+        }
+        let entry = hub.entry("/k/").await.unwrap();
+        let (len, bytes) = {
+            let state = entry.state.lock().unwrap();
+            (state.buffer.len(), state.buffer_bytes)
+        };
+        assert!((1..=2).contains(&len), "{len} items kept");
+        assert!(bytes <= 2 * (std::mem::size_of::<WatchItem>() + 200));
+        // A resume from before the buffer is served by the store, in full.
+        let mut resumed = hub.subscribe("/k/", Some(revisions[0])).await.unwrap();
+        let mut got = Vec::new();
+        while got.len() < 9 {
+            let item = tokio::time::timeout(Duration::from_secs(5), resumed.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            got.push(item.revision);
+        }
+        assert_eq!(got, revisions[1..].to_vec());
+    }
+
+    #[tokio::test]
+    async fn items_keep_the_line_and_decode_the_object_on_demand() {
+        let (hub, store, _dir) = hub(8, 8).await;
+        let mut live = hub.subscribe("/k/", None).await.unwrap();
+        let value = Bytes::from_static(
+            br#"{"metadata": {"name": "a", "namespace": "ns", "labels": {"tier": "web"}}}"#,
+        );
+        let revision = store.create("/k/ns/a", value).await.unwrap();
+        let item = tokio::time::timeout(Duration::from_secs(5), live.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(item.namespace.as_deref(), Some("ns"));
+        assert_eq!(item.labels.get("tier").map(String::as_str), Some("web"));
+        assert_eq!(item.event_type, WatchEventType::Added);
+        let line: Value = serde_json::from_slice(&item.line).unwrap();
+        assert_eq!(line["type"], "ADDED");
+        assert_eq!(item.decode_object(), line["object"]);
+        assert_eq!(*item.object, line["object"]);
+        assert_eq!(
+            object::resource_version(&item.object).unwrap(),
+            Some(revision)
+        );
+    }
+
+    #[tokio::test]
     async fn shutdown_ends_subscriptions() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> =
