@@ -16,6 +16,15 @@
 //!   to the last binding, in bindings per second, against the same number
 //!   of `/binding` requests sent straight through the client with the same
 //!   concurrency: what scheduling adds to the API's write cost.
+//! - **At rest**: the API (embedded store) and the real [`Scheduler`] in
+//!   this process, with 1,000 applications that no cluster can take
+//!   (DEGRADED, NO_SUITABLE_RESOURCE, Krake's default backoff), then nothing
+//!   changing: the process's CPU over 20 s (from `/proc/self/stat`), as a
+//!   share of one core, against an idle API and scheduler (no objects) over
+//!   the same time in the same run, and the API's writes in that time (from
+//!   its `/metrics`). The issue's goal is under 2% of a core; the old
+//!   scheduler rewrote every status about once a second (~900 writes/s,
+//!   135% of a core).
 //!
 //! In [`Mode::Smoke`] everything runs at a small size and every placement is
 //! checked against the constraints.
@@ -50,6 +59,8 @@ struct Plan {
     clusters: usize,
     e2e_apps: usize,
     e2e_clusters: usize,
+    rest_apps: usize,
+    rest_window: Duration,
 }
 
 impl Plan {
@@ -61,6 +72,8 @@ impl Plan {
                 clusters: 1_000,
                 e2e_apps: 2_000,
                 e2e_clusters: 100,
+                rest_apps: 1_000,
+                rest_window: Duration::from_secs(20),
             },
             Mode::Smoke | Mode::List => Plan {
                 mode,
@@ -68,6 +81,8 @@ impl Plan {
                 clusters: 50,
                 e2e_apps: 30,
                 e2e_clusters: 5,
+                rest_apps: 20,
+                rest_window: Duration::from_millis(500),
             },
         }
     }
@@ -260,6 +275,7 @@ async fn run_async(plan: Plan) {
     );
 
     end_to_end(plan).await;
+    at_rest(plan).await;
 }
 
 /// Runs `decide_one` over every application, for the mode's budget.
@@ -396,5 +412,97 @@ async fn end_to_end(plan: Plan) {
         scheduled,
         "direct /binding requests, 5 at once",
         direct,
+    );
+}
+
+/// The API's writes (POST, PUT, PATCH, DELETE) so far, from its request
+/// counter.
+async fn api_writes(http: &reqwest::Client, url: &str) -> u64 {
+    let text = http
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .expect("the API's metrics")
+        .text()
+        .await
+        .expect("the API's metrics");
+    let total: f64 = text
+        .lines()
+        .filter(|line| line.starts_with("krake_api_http_requests_total{"))
+        .filter(|line| {
+            ["POST", "PUT", "PATCH", "DELETE"]
+                .iter()
+                .any(|m| line.contains(&format!("method=\"{m}\"")))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    total as u64
+}
+
+/// This process's CPU over `window`, in percent of one core.
+async fn cpu_over(window: Duration) -> f64 {
+    let before = crate::process_stats::sample(None).expect("/proc/self/stat");
+    let start = Instant::now();
+    tokio::time::sleep(window).await;
+    let after = crate::process_stats::sample(None).expect("/proc/self/stat");
+    (after.cpu.saturating_sub(before.cpu)).as_secs_f64() * 100.0 / start.elapsed().as_secs_f64()
+}
+
+/// The API and the scheduler at rest: idle, then with applications that no
+/// cluster can take (see the module docs).
+async fn at_rest(plan: Plan) {
+    let server = TestServer::embedded().await;
+    let url = server.url();
+    let client = Client::new(&url).expect("a client");
+    let http = reqwest::Client::new();
+    let shutdown = CancellationToken::new();
+    let reflectors = Reflectors::new(client.clone(), shutdown.clone());
+    let store = reflectors
+        .subscribe::<Application>(Some("pending"), None)
+        .store;
+    let task =
+        tokio::spawn(Scheduler::new(&reflectors, SchedulerConfig::default()).run(shutdown.clone()));
+    store.wait_ready().await.expect("the reflector lists");
+    tokio::time::sleep(plan.rest_window / 4).await;
+    let idle = cpu_over(plan.rest_window).await;
+
+    let apps: Api<Application> = Api::namespaced(client.clone(), "pending");
+    stream::iter(0..plan.rest_apps)
+        .for_each_concurrent(16, |i| {
+            let apps = apps.clone();
+            async move {
+                let mut app = application(i, "pending");
+                app.spec.constraints.cluster.metrics = None;
+                apps.create(&app).await.expect("application created");
+            }
+        })
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let degraded = store
+            .filter(|a| a.status.state == krake_data::kinds::kubernetes::ApplicationState::Degraded)
+            .len();
+        if degraded == plan.rest_apps {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {degraded} of {} applications DEGRADED",
+            plan.rest_apps
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let writes = api_writes(&http, &url).await;
+    let pending = cpu_over(plan.rest_window).await;
+    let writes = api_writes(&http, &url).await - writes;
+    shutdown.cancel();
+    let _ = task.await;
+    println!(
+        "at rest, {} unschedulable applications: {pending:.2}% of a core, {writes} API writes in {:.0} s | \
+         baseline idle API and scheduler: {idle:.2}% of a core | ratio {:.2} | goal < 2% of a core: {}",
+        plan.rest_apps,
+        plan.rest_window.as_secs_f64(),
+        pending / idle.max(0.01),
+        if pending < 2.0 { "MET" } else { "MISSED" },
     );
 }

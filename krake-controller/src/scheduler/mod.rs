@@ -61,7 +61,7 @@ use krake_client::Client;
 use krake_data::Resource;
 use krake_data::kinds::core::{GlobalMetric, GlobalMetricsProvider, Metric, MetricsProvider};
 use krake_data::kinds::infrastructure::{Cloud, GlobalCloud};
-use krake_data::kinds::kubernetes::{Application, Cluster};
+use krake_data::kinds::kubernetes::{Application, Cluster, ClusterState};
 use krake_data::kinds::openstack::{MagnumCluster, Project};
 use serde_json::{Map, Value};
 use tokio::sync::{broadcast, watch};
@@ -208,14 +208,25 @@ impl Scheduler {
         );
         // Any change (or missed changes) of a kind the snapshots read, in
         // its namespace (global kinds and relists: everywhere).
+        // Only a cluster that can be a candidate (ONLINE, FAILING_METRICS)
+        // may give a waiting application a place, and a deleted one never;
+        // every change of the other kinds may (a deleted cloud takes its
+        // labels from its clusters, which a `!=` constraint may then match).
         let changes = &candidates.changes;
-        bump_on(clusters.changes, &shutdown, changes);
-        bump_on(clouds.changes, &shutdown, changes);
-        bump_on(global_clouds.changes, &shutdown, changes);
-        bump_on(metrics.changes, &shutdown, changes);
-        bump_on(global_metrics.changes, &shutdown, changes);
-        bump_on(providers.changes, &shutdown, changes);
-        bump_on(global_providers.changes, &shutdown, changes);
+        bump_on(clusters.changes, &shutdown, changes, |cluster, deleted| {
+            !deleted
+                && !cluster.metadata.is_deleted()
+                && matches!(
+                    cluster.status.state,
+                    ClusterState::Online | ClusterState::FailingMetrics
+                )
+        });
+        bump_on(clouds.changes, &shutdown, changes, |_, _| true);
+        bump_on(global_clouds.changes, &shutdown, changes, |_, _| true);
+        bump_on(metrics.changes, &shutdown, changes, |_, _| true);
+        bump_on(global_metrics.changes, &shutdown, changes, |_, _| true);
+        bump_on(providers.changes, &shutdown, changes, |_, _| true);
+        bump_on(global_providers.changes, &shutdown, changes, |_, _| true);
         // ... wakes the applications and clusters waiting in that namespace.
         let app_waits = Arc::new(Waits::default());
         let cluster_waits = Arc::new(Waits::default());
@@ -400,17 +411,24 @@ where
 }
 
 /// Counts every change of `changes` in its namespace (a global kind's
-/// changes and missed changes everywhere) until `stop`.
+/// changes and missed changes everywhere) until `stop`; wakes the waiting
+/// objects there when `wakes(object, deleted)` holds for the changed
+/// object (always after missed changes).
 fn bump_on<K: Resource>(
     changes: broadcast::Receiver<Change<K>>,
     stop: &CancellationToken,
     counters: &Arc<Changes>,
+    wakes: fn(&K, bool) -> bool,
 ) {
     let counters = counters.clone();
     tokio::spawn(follow(changes, stop.clone(), move |change| match change {
-        Change::Applied(object) | Change::Deleted(object) => {
-            counters.bump(object.metadata().namespace.as_deref())
+        Change::Applied(object) => counters.bump(
+            object.metadata().namespace.as_deref(),
+            wakes(&object, false),
+        ),
+        Change::Deleted(object) => {
+            counters.bump(object.metadata().namespace.as_deref(), wakes(&object, true))
         }
-        Change::Restarted => counters.bump(None),
+        Change::Restarted => counters.bump(None, true),
     }));
 }

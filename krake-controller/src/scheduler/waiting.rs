@@ -69,21 +69,30 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Changes {
     /// Counts a change in `namespace` (`None`: a global kind or a relist,
-    /// which count for every namespace) and wakes its waiting objects.
-    pub fn bump(&self, namespace: Option<&str>) {
+    /// which count for every namespace) and, with `wake`, wakes its waiting
+    /// objects. (A change that cannot give a waiting object a place, such as
+    /// a cluster that is not ONLINE, only invalidates the cached candidates:
+    /// a waiting object that is tried for another reason sees it.)
+    pub fn bump(&self, namespace: Option<&str>, wake: bool) {
         match namespace {
             None => {
                 self.all.fetch_add(1, Ordering::AcqRel);
-                lock(&self.dirty).all = true;
+                if wake {
+                    lock(&self.dirty).all = true;
+                }
             }
             Some(namespace) => {
                 *lock(&self.namespaces)
                     .entry(namespace.to_owned())
                     .or_default() += 1;
-                lock(&self.dirty).namespaces.insert(namespace.to_owned());
+                if wake {
+                    lock(&self.dirty).namespaces.insert(namespace.to_owned());
+                }
             }
         }
-        self.notify.notify_one();
+        if wake {
+            self.notify.notify_one();
+        }
     }
 
     /// The change counter of `namespace`: grows with every change that
@@ -209,6 +218,7 @@ impl Waits {
     }
 
     /// How many objects wait.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         lock(&self.entries).len()
     }
@@ -282,10 +292,10 @@ mod tests {
     fn change_counters_are_per_namespace_and_global_changes_count_everywhere() {
         let changes = Changes::default();
         let (a, b) = (changes.of("a"), changes.of("b"));
-        changes.bump(Some("a"));
+        changes.bump(Some("a"), true);
         assert_ne!(changes.of("a"), a);
         assert_eq!(changes.of("b"), b);
-        changes.bump(None);
+        changes.bump(None, true);
         assert_ne!(changes.of("b"), b);
         let dirty = lock(&changes.dirty);
         assert!(dirty.contains(Some("a")) && dirty.contains(Some("zzz")));
