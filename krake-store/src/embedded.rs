@@ -133,6 +133,8 @@ pub const BACKGROUND_TRIM_BATCH: usize = 1_024;
 /// What an entry costs in the log beyond its encoded bytes (its key and the
 /// B-tree's bookkeeping, roughly).
 const ENTRY_OVERHEAD: i64 = 16;
+/// redb's page size.
+const PAGE: i64 = 4_096;
 
 /// Options of [`EmbeddedStore::open_with`].
 ///
@@ -157,10 +159,12 @@ pub struct EmbeddedOptions {
     /// [`StoreError::Compacted`]. Each entry holds the key, its new value and
     /// its previous value.
     pub retained_events: usize,
-    /// At most about how many bytes the change log's entries take (default
-    /// 32 MiB): an entry takes its key, its new and previous values and a
-    /// few dozen bytes. The file is about this size plus the current data,
-    /// plus redb's free pages.
+    /// At most about how many bytes of the file the change log's entries
+    /// take (default 32 MiB). An entry holds its key, its new and previous
+    /// values and a few dozen bytes; entries of up to 2 KiB share 4 KiB
+    /// pages, a larger one takes a page of its own of 4, 8, 16 KiB and so
+    /// on, and that is what is counted. The file is about this size plus the
+    /// current data, plus redb's free pages and the slack of its regions.
     pub retained_bytes: u64,
     /// How long the change log keeps a change (default 10 minutes); older
     /// changes are dropped within about a sixteenth of this (at most a
@@ -462,11 +466,23 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// What an entry of `len` encoded bytes costs in the log.
+/// What an entry of `len` encoded bytes costs in the file, roughly: entries
+/// of up to half a page share redb's 4 KiB leaf pages; a larger entry has a
+/// page of its own, of a power-of-two number of 4 KiB pages (a 4.1 KB entry,
+/// two 2 KB values, takes 8 KiB).
 fn entry_cost(len: usize) -> i64 {
-    i64::try_from(len)
+    let size = i64::try_from(len)
         .unwrap_or(i64::MAX)
-        .saturating_add(ENTRY_OVERHEAD)
+        .saturating_add(ENTRY_OVERHEAD);
+    if size <= PAGE / 2 {
+        size
+    } else {
+        u64::try_from(size)
+            .ok()
+            .and_then(u64::checked_next_power_of_two)
+            .and_then(|pages| i64::try_from(pages).ok())
+            .map_or(i64::MAX, |pages| pages.max(PAGE))
+    }
 }
 
 /// Creates the tables of a new file, checks the layout of an existing one
@@ -1073,5 +1089,95 @@ impl<T, E: Into<redb::Error>> RedbResult<T> for Result<T, E> {
                 _ => StoreError::Internal { message },
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn entries_cost_their_pages() {
+        assert_eq!(entry_cost(0), ENTRY_OVERHEAD);
+        assert_eq!(entry_cost(100), 116);
+        assert_eq!(entry_cost(2_032), 2_048);
+        assert_eq!(entry_cost(2_033), 4_096);
+        assert_eq!(entry_cost(4_080), 4_096);
+        assert_eq!(entry_cost(4_200), 8_192);
+        assert_eq!(entry_cost(usize::MAX), i64::MAX);
+    }
+
+    /// A file of layout version 1 (no `log_times`, no `log_bytes`) opens:
+    /// its log is counted and dated to the upgrade, and it is trimmed from
+    /// then on.
+    #[tokio::test]
+    async fn a_version_1_file_is_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb");
+        let expected_bytes = {
+            let store = EmbeddedStore::open(&path).unwrap();
+            let revision = store.create("/a", Bytes::from_static(b"1")).await.unwrap();
+            store
+                .update("/a", Bytes::from_static(b"22"), revision)
+                .await
+                .unwrap();
+            store
+                .create("/b", Bytes::from_static(b"333"))
+                .await
+                .unwrap();
+            store.history_size().await.unwrap().bytes
+        };
+        // Back to version 1.
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut meta = txn.open_table(META).unwrap();
+                meta.insert(META_FORMAT, 1).unwrap();
+                meta.remove(META_LOG_BYTES).unwrap();
+            }
+            txn.delete_table(TIMES).unwrap();
+            txn.commit().unwrap();
+        }
+        let store = EmbeddedStore::open_with(
+            &path,
+            EmbeddedOptions {
+                retained_age: Duration::from_millis(200),
+                ..EmbeddedOptions::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            store.history_size().await.unwrap(),
+            HistorySize {
+                events: 3,
+                bytes: expected_bytes
+            }
+        );
+        assert_eq!(store.oldest_revision().await.unwrap(), 0);
+        let value = store.get("/a").await.unwrap().unwrap();
+        assert_eq!((&value.value[..], value.mod_revision), (&b"22"[..], 2));
+        // The upgrade dated the log: it ages out.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        store.trim_history().await.unwrap();
+        assert_eq!(store.history_size().await.unwrap().events, 0);
+        assert_eq!(store.oldest_revision().await.unwrap(), 3);
+        drop(store);
+        // A later layout is refused.
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert(META_FORMAT, FORMAT_VERSION + 1)
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        assert!(matches!(
+            EmbeddedStore::open(&path),
+            Err(StoreError::Internal { .. })
+        ));
     }
 }
