@@ -7,9 +7,17 @@
 //! - [`application`]: applications on the clusters of their namespace,
 //!   rescheduling every `reschedule_after`, migration, the hand-off to the
 //!   Kubernetes controller, DEGRADED/FAILED with backoff, automatic cluster
-//!   creation on clouds;
-//! - [`cluster`]: clusters without a kubeconfig bound to a cloud; unused
-//!   automatically created clusters deleted;
+//!   creation on clouds. An application that nothing can take is tried
+//!   again when something that could change the answer changes (per
+//!   namespace: a Cluster that can be a candidate, a Cloud, Metric or
+//!   metrics provider, or a global one; its own spec), otherwise on a
+//!   backoff growing up to `reschedule_after`, and its status is written
+//!   only when the outcome changes (see
+//!   [`application`](application#waiting-applications) for what
+//!   `scheduled_retry` and `backoff_limit` mean then);
+//! - [`cluster`]: clusters without a kubeconfig bound to a cloud (waiting
+//!   for one like applications wait for a cluster); unused automatically
+//!   created clusters deleted;
 //! - [`magnum`]: Magnum clusters bound to projects.
 //!
 //! [`placement`] is the pure decision (filter and score, Krake's formula)
@@ -388,7 +396,10 @@ fn unbound_keys(clusters: &Store<Cluster>, namespace: Option<&str>) -> Vec<Objec
         .collect()
 }
 
-/// After an API failure: the queue's exponential backoff.
+/// After an API failure: the queue's exponential backoff (its
+/// [`BackoffPolicy`](crate::work_queue::BackoffPolicy), 0.5 s doubling up
+/// to 5 minutes, with jitter), so a failure that repeats is never retried in
+/// a tight loop.
 fn error_policy<K>(
     object: Arc<K>,
     error: &SchedulerError,
