@@ -347,15 +347,24 @@ pub(crate) async fn failed(
     // A periodic attempt uses a retry up, unless it is the first one of
     // this scheduler and the status already tells this outcome (a restart).
     let counted = attempt.periodic && !(already && attempt.wait.attempts == 1);
-    let mut updated = app.clone();
-    updated.status.reason = Some(reason.clone());
-    let action = if limit < 0 || retries > 0 {
-        updated.status.retries = Some(if limit > 0 && counted {
+    let degraded = limit < 0 || retries > 0;
+    let (state, retries_left) = if degraded {
+        let left = if limit > 0 && counted {
             retries - 1
         } else {
             retries
-        });
-        updated.status.state = ApplicationState::Degraded;
+        };
+        (ApplicationState::Degraded, left)
+    } else {
+        (ApplicationState::Failed, 0)
+    };
+    // Compared field by field: most attempts change nothing, and cloning
+    // the application (its manifest) for nothing is most of their cost.
+    let changed = app.status.state != state
+        || app.status.reason.as_ref() != Some(&reason)
+        || app.status.retries != Some(retries_left)
+        || app.status.scheduled_retry.is_none() == degraded;
+    let (action, scheduled_retry) = if degraded {
         cx.app_waits.record(key, attempt.wait);
         cx.app_waits.prune(|k| {
             cx.applications
@@ -363,10 +372,6 @@ pub(crate) async fn failed(
                 .is_some()
         });
         let after = attempt.wait.next - tokio::time::Instant::now();
-        if updated.status != app.status || app.status.scheduled_retry.is_none() {
-            updated.status.scheduled_retry =
-                Some(Timestamp::now() + chrono::TimeDelta::from_std(after).unwrap_or_default());
-        }
         let changed_since = app
             .metadata
             .namespace
@@ -374,22 +379,27 @@ pub(crate) async fn failed(
             .is_some_and(|ns| cx.candidates.changes.of(ns) != generation);
         // A change during the attempt may have come before this wait was
         // recorded, so that it woke nothing: look again at once.
-        Action::requeue(if changed_since { Duration::ZERO } else { after })
+        (
+            Action::requeue(if changed_since { Duration::ZERO } else { after }),
+            Some(Timestamp::now() + chrono::TimeDelta::from_std(after).unwrap_or_default()),
+        )
     } else {
         cx.app_waits.clear(&key);
-        updated.status.retries = Some(0);
-        updated.status.state = ApplicationState::Failed;
-        updated.status.scheduled_retry = None;
-        Action::await_change()
+        (Action::await_change(), None)
     };
-    if updated.status != app.status {
+    if changed {
         tracing::warn!(
             namespace = app.metadata.namespace.as_deref().unwrap_or(""),
             application = %app.metadata.name,
-            state = ?updated.status.state,
+            state = ?state,
             reason = %reason.message,
             "cannot schedule application"
         );
+        let mut updated = app.clone();
+        updated.status.reason = Some(reason);
+        updated.status.retries = Some(retries_left);
+        updated.status.state = state;
+        updated.status.scheduled_retry = scheduled_retry;
         apps(app, cx).status(&updated).await?;
     }
     Ok(action)
