@@ -158,6 +158,69 @@ pub struct StoreSection {
     pub backend: Option<String>,
     /// The embedded store's folder.
     pub data_dir: Option<PathBuf>,
+    /// Embedded store: at most how many changes its history keeps for
+    /// watches to resume from (default 100,000).
+    pub history_events: Option<usize>,
+    /// Embedded store: at most about how many MiB of the file its history
+    /// takes (default 32).
+    pub history_mib: Option<f64>,
+    /// Embedded store: how many seconds its history keeps a change
+    /// (default 600).
+    pub history_seconds: Option<f64>,
+    /// Embedded store: MiB of memory caching the file's pages (default 8).
+    pub cache_mib: Option<f64>,
+}
+
+impl StoreSection {
+    /// The embedded store's options from `history_*` and `cache_mib`, or a
+    /// one-line error naming the key.
+    pub fn embedded_options(
+        &self,
+    ) -> Result<krake_api::store::embedded::EmbeddedOptions, ConfigError> {
+        let mut options = krake_api::store::embedded::EmbeddedOptions::default();
+        let mib = |key: &str, value: f64| -> Result<u64, ConfigError> {
+            if value.is_finite() && value > 0.0 && value <= 1_048_576.0 {
+                Ok((value * 1_048_576.0) as u64)
+            } else {
+                Err(ConfigError::Unsupported(format!(
+                    "store.{key}: {value} (a number of MiB, more than 0)"
+                )))
+            }
+        };
+        if let Some(events) = self.history_events {
+            if events == 0 {
+                return Err(ConfigError::Unsupported(
+                    "store.history_events: 0 (at least 1)".into(),
+                ));
+            }
+            options.retained_events = events;
+        }
+        if let Some(value) = self.history_mib {
+            options.retained_bytes = mib("history_mib", value)?;
+        }
+        if let Some(value) = self.history_seconds {
+            options.retained_age = match std::time::Duration::try_from_secs_f64(value) {
+                Ok(age) if !age.is_zero() => age,
+                _ => {
+                    return Err(ConfigError::Unsupported(format!(
+                        "store.history_seconds: {value} (a number of seconds, more than 0)"
+                    )));
+                }
+            };
+        }
+        if let Some(value) = self.cache_mib {
+            options.cache_bytes = usize::try_from(mib("cache_mib", value)?).unwrap_or(usize::MAX);
+        }
+        Ok(options)
+    }
+
+    /// Whether any setting of the embedded store alone is given.
+    pub fn has_embedded_settings(&self) -> bool {
+        self.history_events.is_some()
+            || self.history_mib.is_some()
+            || self.history_seconds.is_some()
+            || self.cache_mib.is_some()
+    }
 }
 
 /// The configuration file.

@@ -35,7 +35,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use krake_api::bootstrap::{self, BootstrapError, Outcome};
 use krake_api::store::Store;
-use krake_api::store::embedded::EmbeddedStore;
+use krake_api::store::embedded::{EmbeddedOptions, EmbeddedStore};
 use krake_api::store::etcd::{EtcdOptions, EtcdStore};
 use krake_api::tls::{PeerInfo, TlsError, TlsFiles, TlsListener};
 use krake_api::{
@@ -262,7 +262,7 @@ struct ControllerArgs {
 /// Where the objects are kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum StoreChoice {
-    Embedded(PathBuf),
+    Embedded(PathBuf, EmbeddedOptions),
     Etcd(Vec<String>),
 }
 
@@ -419,11 +419,12 @@ fn settings(cli: Cli) -> Result<Settings, ConfigError> {
     }
     let data_dir = cli
         .data_dir
-        .or(file.store.data_dir)
+        .or(file.store.data_dir.clone())
         .unwrap_or_else(|| PathBuf::from("data"));
+    let embedded_options = file.store.embedded_options()?;
     let store = match (file.store.backend.as_deref(), cli.etcd.is_empty()) {
         (_, false) => StoreChoice::Etcd(endpoints),
-        (Some("embedded"), true) => StoreChoice::Embedded(data_dir),
+        (Some("embedded"), true) => StoreChoice::Embedded(data_dir, embedded_options),
         (Some("etcd"), true) | (None, true) if !endpoints.is_empty() => {
             StoreChoice::Etcd(endpoints)
         }
@@ -432,13 +433,20 @@ fn settings(cli: Cli) -> Result<Settings, ConfigError> {
                 "store.backend is etcd but no etcd endpoint is configured".into(),
             ));
         }
-        (None, true) => StoreChoice::Embedded(data_dir),
+        (None, true) => StoreChoice::Embedded(data_dir, embedded_options),
         (Some(other), true) => {
             return Err(ConfigError::Unsupported(format!(
                 "store.backend: {other:?} (use embedded or etcd)"
             )));
         }
     };
+    if matches!(store, StoreChoice::Etcd(_)) && file.store.has_embedded_settings() {
+        return Err(ConfigError::Unsupported(
+            "store.history_events, history_mib, history_seconds and cache_mib are settings of \
+             the embedded store, not of etcd"
+                .into(),
+        ));
+    }
     let host = cli
         .host
         .or(file.host)
@@ -709,10 +717,17 @@ fn init_logging(filter: &str, format: LogFormat) {
 
 async fn open_store(choice: &StoreChoice) -> Result<Arc<dyn Store>, ServerError> {
     Ok(match choice {
-        StoreChoice::Embedded(dir) => {
+        StoreChoice::Embedded(dir, options) => {
             let path = dir.join("krake.redb");
-            tracing::info!(path = %path.display(), "using the embedded store");
-            Arc::new(EmbeddedStore::open(path)?)
+            tracing::info!(
+                path = %path.display(),
+                history_events = options.retained_events,
+                history_bytes = options.retained_bytes,
+                history_age = ?options.retained_age,
+                cache_bytes = options.cache_bytes,
+                "using the embedded store"
+            );
+            Arc::new(EmbeddedStore::open_with(path, options.clone())?)
         }
         StoreChoice::Etcd(endpoints) => {
             tracing::info!(?endpoints, "using etcd");
@@ -1101,13 +1116,59 @@ mod tests {
     }
 
     #[test]
+    fn the_embedded_store_history_and_cache_are_configurable() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("store.yaml");
+        std::fs::write(
+            &file,
+            "store: {history_events: 500, history_mib: 4, history_seconds: 30, cache_mib: 2}\n",
+        )
+        .unwrap();
+        let s = parse(&["--config", file.to_str().unwrap()]).unwrap();
+        let expected = EmbeddedOptions {
+            retained_events: 500,
+            retained_bytes: 4 << 20,
+            retained_age: std::time::Duration::from_secs(30),
+            cache_bytes: 2 << 20,
+            ..EmbeddedOptions::default()
+        };
+        assert_eq!(
+            s.store,
+            StoreChoice::Embedded(PathBuf::from("data"), expected)
+        );
+
+        for (yaml, key) in [
+            ("store: {history_events: 0}\n", "history_events"),
+            ("store: {history_mib: -1}\n", "history_mib"),
+            ("store: {history_seconds: 0}\n", "history_seconds"),
+            ("store: {cache_mib: .nan}\n", "cache_mib"),
+        ] {
+            std::fs::write(&file, yaml).unwrap();
+            let err = parse(&["--config", file.to_str().unwrap()]).unwrap_err();
+            assert!(err.to_string().contains(key), "{yaml}: {err}");
+        }
+        std::fs::write(&file, "store: {history_mib: 4}\n").unwrap();
+        let err = parse(&[
+            "--config",
+            file.to_str().unwrap(),
+            "--etcd",
+            "http://127.0.0.1:2379",
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("embedded store"), "{err}");
+    }
+
+    #[test]
     fn defaults_are_local_and_embedded() {
         let dir = tempfile::tempdir().unwrap();
         let empty = dir.path().join("empty.yaml");
         std::fs::write(&empty, "").unwrap();
         let s = parse(&["--config", empty.to_str().unwrap()]).unwrap();
         assert_eq!(s.address, "127.0.0.1:8080");
-        assert_eq!(s.store, StoreChoice::Embedded(PathBuf::from("data")));
+        assert_eq!(
+            s.store,
+            StoreChoice::Embedded(PathBuf::from("data"), EmbeddedOptions::default())
+        );
         assert!(s.api.authentication.allow_anonymous);
     }
 
