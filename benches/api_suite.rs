@@ -841,14 +841,27 @@ fn event_index(line: &[u8], marker: &[u8]) -> Option<usize> {
 /// with [`SERVER_VARIABLE`] set), so that the load generator's CPU and
 /// memory are not the server's; killed when dropped.
 struct ChildServer {
-    child: std::process::Child,
+    /// The server's process (in [`Mode::Bench`]).
+    child: Option<std::process::Child>,
+    /// The server in this process (in [`Mode::Smoke`]: under a test
+    /// harness this binary cannot be started again as the benchmark).
+    local: Option<TestServer>,
     url: String,
 }
 
 impl ChildServer {
     /// Starts a server over `store` (`embedded`, or an etcd endpoint) and
     /// waits until it serves.
-    async fn start(store: &str) -> ChildServer {
+    async fn start(store: &str, mode: Mode) -> ChildServer {
+        if mode != Mode::Bench {
+            let (store, backing) = server_store(store).await;
+            let server = TestServer::start(store, ApiConfig::default(), backing).await;
+            return ChildServer {
+                child: None,
+                url: server.url(),
+                local: Some(server),
+            };
+        }
         let exe = std::env::current_exe().expect("the benchmark's own path");
         let wrapper = std::env::var(WRAPPER_VARIABLE).unwrap_or_default();
         let mut words = wrapper.split_whitespace();
@@ -878,12 +891,19 @@ impl ChildServer {
         })
         .await
         .expect("read the server's URL");
-        ChildServer { child, url }
+        ChildServer {
+            child: Some(child),
+            local: None,
+            url,
+        }
     }
 
     /// The process to sample: the server's (under a wrapper, its child).
     fn pid(&self) -> u32 {
-        let pid = self.child.id();
+        let Some(child) = &self.child else {
+            return std::process::id();
+        };
+        let pid = child.id();
         if std::env::var(WRAPPER_VARIABLE).is_ok_and(|w| !w.trim().is_empty()) {
             let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
                 .unwrap_or_default();
@@ -904,9 +924,26 @@ impl ChildServer {
 
     /// Stops the server by closing its standard input and waits for it.
     async fn stop(mut self) {
-        drop(self.child.stdin.take());
-        let mut child = self.child;
-        let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+        if let Some(server) = self.local.take() {
+            server.stop().await;
+        }
+        if let Some(mut child) = self.child.take() {
+            drop(child.stdin.take());
+            let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+        }
+    }
+}
+
+/// The store of a benchmark server: `embedded` (a fresh one in a temporary
+/// folder) or an etcd endpoint.
+async fn server_store(store: &str) -> (Arc<dyn krake_store::Store>, Backing) {
+    if store == "embedded" {
+        krake_api::testing::embedded_store()
+    } else {
+        let etcd = EtcdStore::connect(&[store.to_owned()], EtcdOptions::default())
+            .await
+            .expect("connect to etcd");
+        (Arc::new(etcd), Backing::Other(Box::new(())))
     }
 }
 
@@ -919,14 +956,7 @@ fn run_server(store: &str) {
         .build()
         .expect("a tokio runtime");
     runtime.block_on(async {
-        let (store, backing): (Arc<dyn krake_store::Store>, Backing) = if store == "embedded" {
-            krake_api::testing::embedded_store()
-        } else {
-            let etcd = EtcdStore::connect(&[store.to_owned()], EtcdOptions::default())
-                .await
-                .expect("connect to etcd");
-            (Arc::new(etcd), Backing::Other(Box::new(())))
-        };
+        let (store, backing) = server_store(store).await;
         let server = TestServer::start(store, ApiConfig::default(), backing).await;
         {
             use std::io::Write;
@@ -949,7 +979,7 @@ fn run_server(store: &str) {
 /// process. Every watcher measures, for every create, the time from just
 /// before the `POST` was sent to the arrival of its line.
 async fn create_fan_out(plan: &Plan, http: &reqwest::Client) {
-    let server = ChildServer::start("embedded").await;
+    let server = ChildServer::start("embedded", plan.mode).await;
     let base = format!("{}{APPS}", server.url);
     let address = server.url.trim_start_matches("http://").to_owned();
     let watch_path = format!("{APPS}?watch&heartbeat=0");
@@ -1115,7 +1145,7 @@ async fn memory_with_applications(plan: &Plan, http: &reqwest::Client) {
         let store = etcd
             .as_ref()
             .map_or("embedded".to_owned(), EtcdProcess::endpoint);
-        let server = ChildServer::start(&store).await;
+        let server = ChildServer::start(&store, plan.mode).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let idle = server.sample();
         let base = Arc::new(format!("{}{APPS}", server.url));

@@ -270,7 +270,11 @@ async fn lists_over_16_mb_on_etcd() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lists_over_16_mb_on_the_embedded_store() {
     let server = TestServer::embedded().await;
-    large_lists(server, 1_000, "embedded", 100).await;
+    // Looser than on etcd: the embedded store's reads go through redb's
+    // page cache and the allocator's slack, which vary with the load of
+    // the machine (14 MB alone, 29 MB with the whole suite running); a
+    // list gathered at once still needs more than twice its size.
+    large_lists(server, 1_000, "embedded", 200).await;
 }
 
 /// A short list is answered at once (with its length), as before.
