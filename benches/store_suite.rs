@@ -6,7 +6,8 @@
 //! events, 32 MiB, 10 minutes) against a baseline bounded by count only (the
 //! old behaviour: the last 100,000 events, whatever their size).
 //!
-//! Each run takes 3 minutes (`Mode::Bench`; a few seconds in smoke mode),
+//! Each run takes 10 minutes (`Mode::Bench`, the duration;
+//! `KRAKE_BENCH_STORE_SECONDS` sets another; a few seconds in smoke mode),
 //! sampled every 10 s: writes so far, the file's size, the history's size
 //! (events and bytes) and the process's RSS. Both runs share this process,
 //! the bounded one first: the baseline's RSS includes what the allocator
@@ -63,7 +64,14 @@ impl RunResult {
 /// library).
 pub fn run(mode: Mode) {
     let (duration, every, keys) = match mode {
-        Mode::Bench => (Duration::from_secs(180), Duration::from_secs(10), KEYS),
+        Mode::Bench => {
+            let seconds = std::env::var("KRAKE_BENCH_STORE_SECONDS")
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .filter(|s| *s > 0)
+                .unwrap_or(600);
+            (Duration::from_secs(seconds), Duration::from_secs(10), KEYS)
+        }
         Mode::Smoke | Mode::List => (Duration::from_secs(3), Duration::from_secs(1), 50),
     };
     println!(
