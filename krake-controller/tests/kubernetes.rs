@@ -104,14 +104,14 @@ impl Env {
         self.api::<Application>().get(name).await.unwrap()
     }
 
-    /// Polls the application until `check` holds.
-    async fn app_until(
+    /// Polls the object `name` of kind `K` until `check` holds.
+    async fn until_object<K: Resource + std::fmt::Debug>(
         &self,
         name: &str,
         what: &str,
-        check: impl Fn(&Application) -> bool,
-    ) -> Application {
-        let api = self.api::<Application>();
+        check: impl Fn(&K) -> bool,
+    ) -> K {
+        let api = self.api::<K>();
         eventually(
             what,
             || {
@@ -123,6 +123,16 @@ impl Env {
         .await
     }
 
+    /// Polls the application until `check` holds.
+    async fn app_until(
+        &self,
+        name: &str,
+        what: &str,
+        check: impl Fn(&Application) -> bool,
+    ) -> Application {
+        self.until_object(name, what, check).await
+    }
+
     /// Polls the cluster until `check` holds.
     async fn cluster_until(
         &self,
@@ -130,16 +140,7 @@ impl Env {
         what: &str,
         check: impl Fn(&Cluster) -> bool,
     ) -> Cluster {
-        let api = self.api::<Cluster>();
-        eventually(
-            what,
-            || {
-                let api = api.clone();
-                async move { api.get(name).await.ok() }
-            },
-            check,
-        )
-        .await
+        self.until_object(name, what, check).await
     }
 
     async fn online(&self, name: &str) -> Cluster {

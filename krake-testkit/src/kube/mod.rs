@@ -415,23 +415,7 @@ impl FakeCluster {
         name: &str,
         patch: Value,
     ) -> Result<Value, Status> {
-        let mut st = self.shared.store.lock();
-        let rt = Self::resolve(&st, api_version, kind).ok_or_else(|| {
-            Status::new(
-                404,
-                format!("no matches for kind {kind:?} in version {api_version:?}"),
-            )
-        })?;
-        objects::patch(
-            &mut st,
-            &rt,
-            namespace,
-            name,
-            PatchType::Merge,
-            &patch,
-            Write::by(EDIT_MANAGER),
-        )
-        .map(|o| (*o).clone())
+        self.merge_patch_as_editor(api_version, kind, namespace, name, &patch, false)
     }
 
     /// Applies a JSON merge patch to the `/status` subresource of an object
@@ -444,6 +428,20 @@ impl FakeCluster {
         name: &str,
         patch: Value,
     ) -> Result<Value, Status> {
+        self.merge_patch_as_editor(api_version, kind, namespace, name, &patch, true)
+    }
+
+    /// A JSON merge patch as `kubectl-edit`, to the object or (`status`,
+    /// for kinds that have one) its `/status` subresource.
+    fn merge_patch_as_editor(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+        patch: &Value,
+        status: bool,
+    ) -> Result<Value, Status> {
         let mut st = self.shared.store.lock();
         let rt = Self::resolve(&st, api_version, kind).ok_or_else(|| {
             Status::new(
@@ -451,13 +449,20 @@ impl FakeCluster {
                 format!("no matches for kind {kind:?} in version {api_version:?}"),
             )
         })?;
-        let w = Write {
-            manager: EDIT_MANAGER,
-            subresource: rt.status.then_some("status"),
-            dry_run: false,
+        let write = Write {
+            subresource: (status && rt.status).then_some("status"),
+            ..Write::by(EDIT_MANAGER)
         };
-        objects::patch(&mut st, &rt, namespace, name, PatchType::Merge, &patch, w)
-            .map(|o| (*o).clone())
+        objects::patch(
+            &mut st,
+            &rt,
+            namespace,
+            name,
+            PatchType::Merge,
+            patch,
+            write,
+        )
+        .map(|o| (*o).clone())
     }
 
     /// Sets one condition of a Node (created if missing) as its kubelet
