@@ -18,13 +18,19 @@
 //! - `meta`: the current revision, the oldest revision still in the log and
 //!   the log's size in bytes.
 //!
-//! Every write (create, update, delete) is one write transaction that checks
-//! the key, changes `kv`, appends to `log`, bumps the revision and drops a
-//! few of the log's oldest entries beyond its retention (see
-//! [History](#history)). It is committed with redb's default durability ([`redb::Durability::Immediate`]):
-//! when a write returns, it is on disk and survives a crash or `kill -9`.
-//! Writers are serialized; readers see consistent snapshots and never wait
-//! for writers. redb is synchronous, so every transaction runs on tokio's
+//! Every write (create, update, delete) checks the key, changes `kv`,
+//! appends to `log`, bumps the revision and drops a few of the log's oldest
+//! entries beyond its retention (see [History](#history)), inside a write
+//! transaction committed with redb's default durability
+//! ([`redb::Durability::Immediate`]): when a write returns, it is on disk and
+//! survives a crash or `kill -9`. Writers are serialized, and the writes that
+//! arrive while a commit is under way share the next transaction (group
+//! commit, at most [`MAX_GROUP`] of them): each is checked against the state
+//! the writes before it left, exactly as if it ran alone, but they pay for
+//! one fsync together, so concurrent writers (the API under load, a
+//! scheduler placing many applications at once) are not limited to one
+//! write per fsync. Readers see consistent snapshots and never wait for
+//! writers. redb is synchronous, so every transaction runs on tokio's
 //! blocking thread pool (`spawn_blocking`).
 //!
 //! After each commit, the event is published on a `tokio::sync::broadcast`
@@ -95,7 +101,7 @@ use redb::{
     Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table,
     TableDefinition, WriteTransaction,
 };
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, oneshot};
 
 use self::codec::{Change, ChangeView, RecordView};
 use crate::{
@@ -128,6 +134,8 @@ const FORMAT_VERSION: i64 = 2;
 
 /// At most how many log entries a write drops beyond its own.
 pub const WRITE_TRIM_BATCH: usize = 64;
+/// At most how many waiting writes one transaction commits together.
+pub const MAX_GROUP: usize = 256;
 /// At most how many log entries one background transaction drops.
 pub const BACKGROUND_TRIM_BATCH: usize = 1_024;
 /// What an entry costs in the log beyond its encoded bytes (its key and the
@@ -218,6 +226,8 @@ struct Inner {
     /// published, so events reach the channel in revision order; the
     /// background thread holds it for each of its transactions.
     writer: Mutex<WriterState>,
+    /// Writes waiting for the next commit.
+    queue: Mutex<Vec<Pending>>,
     /// The last committed revision.
     revision: AtomicI64,
     /// Every committed change, for live watches.
@@ -368,6 +378,7 @@ impl EmbeddedStore {
             path,
             retention,
             writer: Mutex::new(WriterState { last_time_row }),
+            queue: Mutex::new(Vec::new()),
             revision: AtomicI64::new(revision),
             events,
             signal: Signal::default(),
@@ -439,11 +450,30 @@ impl EmbeddedStore {
         .await
     }
 
-    /// Runs one write on the blocking pool.
+    /// Queues one write and has the blocking pool commit the queue: writes
+    /// that arrive while a commit is under way share the next one (group
+    /// commit, see [Design](self#design)).
     async fn write(&self, key: &str, op: Op) -> Result<Revision, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Pending {
+                key: key.to_owned(),
+                op,
+                reply,
+            });
+        // This commit, or one that started before it, takes the write.
         let inner = self.inner.clone();
-        let key = key.to_owned();
-        blocking(move || inner.write(&key, op)).await
+        blocking(move || {
+            inner.write_group();
+            Ok(())
+        })
+        .await?;
+        answer
+            .await
+            .map_err(|_| StoreError::internal("the embedded store dropped a write"))?
     }
 }
 
@@ -563,6 +593,13 @@ fn commit(txn: WriteTransaction) -> Result<(), StoreError> {
     txn.commit().redb("cannot commit")
 }
 
+/// A write waiting for the next commit.
+struct Pending {
+    key: String,
+    op: Op,
+    reply: oneshot::Sender<Result<Revision, StoreError>>,
+}
+
 /// One write.
 #[derive(Debug)]
 enum Op {
@@ -621,118 +658,195 @@ impl Inner {
         Ok(more)
     }
 
-    /// Applies `op` to `key` in one write transaction, then publishes the
-    /// event. Blocking.
-    fn write(&self, key: &str, op: Op) -> Result<Revision, StoreError> {
+    /// Applies the writes waiting in the queue (at most [`MAX_GROUP`] of
+    /// them) in one write transaction, then publishes their events and
+    /// answers each; does nothing if another call took them first.
+    /// Blocking.
+    ///
+    /// Every write is checked against the state the writes before it in the
+    /// group left, so a group gives the same results as the same writes one
+    /// by one; only the commit (one fsync) is shared. A write refused by its
+    /// precondition changes nothing and does not affect the others; a
+    /// failure of the file fails the whole group (none of it is applied).
+    fn write_group(&self) {
         let mut writer = self.lock_writer();
+        let group: Vec<Pending> = {
+            let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            let take = queue.len().min(MAX_GROUP);
+            queue.drain(..take).collect()
+        };
+        if group.is_empty() {
+            return;
+        }
+        let (ops, replies): (Vec<(String, Op)>, Vec<_>) = group
+            .into_iter()
+            .map(|pending| ((pending.key, pending.op), pending.reply))
+            .unzip();
+        match self.apply_group(&mut writer, &ops) {
+            Ok(results) => {
+                let mut last = None;
+                for (result, reply) in results.into_iter().zip(replies) {
+                    let answer = result.map(|event| {
+                        let revision = event.kv.mod_revision;
+                        last = Some(revision);
+                        // No receiver (no live watch) is not an error.
+                        let _ = self.events.send(Arc::new(event));
+                        revision
+                    });
+                    // A caller that went away does not need its answer.
+                    let _ = reply.send(answer);
+                }
+                if let Some(revision) = last {
+                    self.revision.store(revision, Ordering::SeqCst);
+                }
+            }
+            Err(error) => {
+                for reply in replies {
+                    let _ = reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+
+    /// Applies `ops` in one write transaction and commits it if any of them
+    /// changed something: each op's event, or the error that refused it.
+    /// The outer error is a failure of the file (nothing was applied).
+    fn apply_group(
+        &self,
+        writer: &mut WriterState,
+        ops: &[(String, Op)],
+    ) -> Result<Vec<Result<StoreEvent, StoreError>>, StoreError> {
         let now = now_ms();
         let txn = self.db.begin_write().redb("cannot begin a write")?;
-        let (event, backlog, time_row) = {
+        let (results, backlog, time_row) = {
             let mut meta = txn.open_table(META).redb("cannot open the meta table")?;
             let mut kv = txn.open_table(KV).redb("cannot open the kv table")?;
             let mut log = txn.open_table(LOG).redb("cannot open the log table")?;
             let mut times = txn.open_table(TIMES).redb("cannot open the times table")?;
             let mut counters = Counters::read(&meta)?;
-            let revision = counters.revision + 1;
-            let existing = match kv.get(key).redb("cannot read a key")? {
-                Some(guard) => Some(RecordView::decode(guard.value())?.to_key_value(key)),
-                None => None,
-            };
-            let (event, change) = match (&op, &existing) {
-                (Op::Create(_), Some(_)) => {
-                    return Err(StoreError::AlreadyExists {
-                        key: key.to_owned(),
-                    });
-                }
-                (Op::Update(..) | Op::Delete(_), None) => {
-                    return Err(StoreError::NotFound {
-                        key: key.to_owned(),
-                    });
-                }
-                (Op::Update(_, expected) | Op::Delete(Some(expected)), Some(old))
-                    if old.mod_revision != *expected =>
+            let first = counters.revision;
+            let mut results = Vec::with_capacity(ops.len());
+            for (key, op) in ops {
+                results.push(apply(&mut kv, &mut log, &mut counters, key, op)?);
+            }
+            if counters.revision == first {
+                (results, false, None)
+            } else {
+                // One `log_times` row per bucket: the bucket's last revision.
+                let resolution = self.retention.resolution_ms;
+                if let Some((previous, time)) = writer.last_time_row
+                    && time.div_euclid(resolution) == now.div_euclid(resolution)
                 {
-                    return Err(StoreError::Conflict {
-                        key: key.to_owned(),
-                        expected: *expected,
-                        actual: old.mod_revision,
-                    });
+                    times
+                        .remove(previous)
+                        .redb("cannot write the times table")?;
                 }
-                (Op::Create(value), None) => (
-                    put_event(key, value, revision, revision),
-                    Change::Create { value },
-                ),
-                (Op::Update(value, _), Some(old)) => (
-                    put_event(key, value, old.create_revision, revision),
-                    Change::Update {
-                        value,
-                        previous_mod_revision: old.mod_revision,
-                        previous_value: &old.value,
-                    },
-                ),
-                (Op::Delete(_), Some(old)) => (
-                    StoreEvent {
-                        kind: EventKind::Delete,
-                        kv: KeyValue {
-                            mod_revision: revision,
-                            ..old.clone()
-                        },
-                    },
-                    Change::Delete {
-                        value: &old.value,
-                        previous_mod_revision: old.mod_revision,
-                    },
-                ),
-            };
-            match event.kind {
-                EventKind::Put => {
-                    let record =
-                        codec::encode_record(event.kv.create_revision, revision, &event.kv.value);
-                    kv.insert(key, record.as_slice())
-                        .redb("cannot write a key")?;
-                }
-                EventKind::Delete => {
-                    kv.remove(key).redb("cannot delete a key")?;
-                }
-            }
-            let entry = codec::encode_change(key, event.kv.create_revision, change)?;
-            log.insert(revision, entry.as_slice())
-                .redb("cannot write the change log")?;
-            counters.log_bytes = counters.log_bytes.saturating_add(entry_cost(entry.len()));
-            counters.revision = revision;
-            // One `log_times` row per bucket: the bucket's last revision.
-            let resolution = self.retention.resolution_ms;
-            if let Some((previous, time)) = writer.last_time_row
-                && time.div_euclid(resolution) == now.div_euclid(resolution)
-            {
                 times
-                    .remove(previous)
+                    .insert(counters.revision, now)
                     .redb("cannot write the times table")?;
+                let written = usize::try_from(counters.revision - first).unwrap_or(usize::MAX);
+                let backlog = counters.trim(
+                    &mut log,
+                    &mut times,
+                    &self.retention,
+                    now,
+                    WRITE_TRIM_BATCH.saturating_add(written),
+                )?;
+                counters.write(&mut meta)?;
+                (results, backlog, Some((counters.revision, now)))
             }
-            times
-                .insert(revision, now)
-                .redb("cannot write the times table")?;
-            let backlog = counters.trim(
-                &mut log,
-                &mut times,
-                &self.retention,
-                now,
-                WRITE_TRIM_BATCH.saturating_add(1),
-            )?;
-            counters.write(&mut meta)?;
-            (event, backlog, (revision, now))
         };
-        commit(txn)?;
-        writer.last_time_row = Some(time_row);
+        match time_row {
+            Some(time_row) => {
+                commit(txn)?;
+                writer.last_time_row = Some(time_row);
+            }
+            None => txn.abort().redb("cannot abort a write")?,
+        }
         if backlog {
             self.signal.backlog();
         }
-        let revision = event.kv.mod_revision;
-        self.revision.store(revision, Ordering::SeqCst);
-        // No receiver (no live watch) is not an error.
-        let _ = self.events.send(Arc::new(event));
-        Ok(revision)
+        Ok(results)
     }
+}
+
+/// Applies `op` to `key` inside a write transaction: its event, or (the
+/// inner error) the precondition that refused it, with nothing changed.
+/// The outer error is a failure of the file.
+fn apply(
+    kv: &mut Table<&str, &[u8]>,
+    log: &mut Table<i64, &[u8]>,
+    counters: &mut Counters,
+    key: &str,
+    op: &Op,
+) -> Result<Result<StoreEvent, StoreError>, StoreError> {
+    let revision = counters.revision + 1;
+    let existing = match kv.get(key).redb("cannot read a key")? {
+        Some(guard) => Some(RecordView::decode(guard.value())?.to_key_value(key)),
+        None => None,
+    };
+    let (event, change) = match (op, &existing) {
+        (Op::Create(_), Some(_)) => {
+            return Ok(Err(StoreError::AlreadyExists {
+                key: key.to_owned(),
+            }));
+        }
+        (Op::Update(..) | Op::Delete(_), None) => {
+            return Ok(Err(StoreError::NotFound {
+                key: key.to_owned(),
+            }));
+        }
+        (Op::Update(_, expected) | Op::Delete(Some(expected)), Some(old))
+            if old.mod_revision != *expected =>
+        {
+            return Ok(Err(StoreError::Conflict {
+                key: key.to_owned(),
+                expected: *expected,
+                actual: old.mod_revision,
+            }));
+        }
+        (Op::Create(value), None) => (
+            put_event(key, value, revision, revision),
+            Change::Create { value },
+        ),
+        (Op::Update(value, _), Some(old)) => (
+            put_event(key, value, old.create_revision, revision),
+            Change::Update {
+                value,
+                previous_mod_revision: old.mod_revision,
+                previous_value: &old.value,
+            },
+        ),
+        (Op::Delete(_), Some(old)) => (
+            StoreEvent {
+                kind: EventKind::Delete,
+                kv: KeyValue {
+                    mod_revision: revision,
+                    ..old.clone()
+                },
+            },
+            Change::Delete {
+                value: &old.value,
+                previous_mod_revision: old.mod_revision,
+            },
+        ),
+    };
+    match event.kind {
+        EventKind::Put => {
+            let record = codec::encode_record(event.kv.create_revision, revision, &event.kv.value);
+            kv.insert(key, record.as_slice())
+                .redb("cannot write a key")?;
+        }
+        EventKind::Delete => {
+            kv.remove(key).redb("cannot delete a key")?;
+        }
+    }
+    let entry = codec::encode_change(key, event.kv.create_revision, change)?;
+    log.insert(revision, entry.as_slice())
+        .redb("cannot write the change log")?;
+    counters.log_bytes = counters.log_bytes.saturating_add(entry_cost(entry.len()));
+    counters.revision = revision;
+    Ok(Ok(event))
 }
 
 fn put_event(

@@ -34,6 +34,15 @@ fn json(n: u64) -> Bytes {
     Bytes::from(format!("{{\"n\":{n}}}"))
 }
 
+/// The number in a value made by [`json`].
+fn number(value: &[u8]) -> u64 {
+    let text = std::str::from_utf8(value).unwrap();
+    text.trim_start_matches("{\"n\":")
+        .trim_end_matches('}')
+        .parse()
+        .unwrap()
+}
+
 async fn next(stream: &mut EventStream) -> Result<StoreEvent, StoreError> {
     tokio::time::timeout(Duration::from_secs(30), stream.next())
         .await
@@ -418,6 +427,88 @@ async fn concurrent_watchers_and_writers() {
         task.await.unwrap();
     }
     assert_eq!(store.revision().await.unwrap(), 400);
+}
+
+/// Writes that arrive together share a commit (group commit), yet each is
+/// checked against the state the writes before it left: of many creates of
+/// one key exactly one succeeds, read-modify-write loops with preconditions
+/// lose no update, and every acknowledged write has its own revision, in
+/// the order the watch delivers them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_share_commits_and_keep_their_preconditions() {
+    let (store, _dir) = fresh().await;
+    let mut events = store.watch("/", Some(0)).await.unwrap();
+
+    let creates: Vec<_> = (0..64)
+        .map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move { store.create("/race/one", json(n)).await })
+        })
+        .collect();
+    let mut won = Vec::new();
+    for task in creates {
+        match task.await.unwrap() {
+            Ok(revision) => won.push(revision),
+            Err(StoreError::AlreadyExists { key }) => assert_eq!(key, "/race/one"),
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(won, vec![1], "exactly one create wins, at revision 1");
+
+    store.create("/race/counter", json(0)).await.unwrap();
+    let writers: Vec<_> = (0..32)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut acknowledged = Vec::new();
+                for _ in 0..10 {
+                    loop {
+                        let kv = store.get("/race/counter").await.unwrap().unwrap();
+                        let n = number(&kv.value);
+                        match store
+                            .update("/race/counter", json(n + 1), kv.mod_revision)
+                            .await
+                        {
+                            Ok(revision) => {
+                                acknowledged.push(revision);
+                                break;
+                            }
+                            Err(StoreError::Conflict { .. }) => {}
+                            Err(other) => panic!("unexpected {other:?}"),
+                        }
+                    }
+                }
+                acknowledged
+            })
+        })
+        .collect();
+    let mut revisions = Vec::new();
+    for task in writers {
+        revisions.extend(task.await.unwrap());
+    }
+    let kv = store.get("/race/counter").await.unwrap().unwrap();
+    assert_eq!(number(&kv.value), 320, "no update lost");
+    revisions.sort_unstable();
+    revisions.dedup();
+    assert_eq!(
+        revisions.len(),
+        320,
+        "every acknowledged write has its own revision"
+    );
+    assert_eq!(store.revision().await.unwrap(), 322);
+
+    // The watch saw revisions 1..=322, in order, with the counter's values
+    // counting up.
+    for expected in 1..=322 {
+        let event = next(&mut events).await.unwrap();
+        assert_eq!(event.revision(), expected);
+        if expected > 2 {
+            assert_eq!(
+                number(&event.kv.value),
+                u64::try_from(expected - 2).unwrap()
+            );
+        }
+    }
 }
 
 /// Set in the child process of [`data_survives_kill_9`]: the store file to
