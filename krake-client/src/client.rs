@@ -1,6 +1,7 @@
 //! The [`Client`]: one connection pool to one Krake API, with its
 //! authentication, TLS and timeouts.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
@@ -10,6 +11,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::error::{Error, Problem, Result};
+use crate::guard::WriteGuard;
 use crate::tls::TlsOptions;
 
 /// A client of one Krake API. Cheap to clone: clones share the connection
@@ -38,6 +40,7 @@ pub struct Client {
     http: reqwest::Client,
     base: Url,
     request_timeout: Duration,
+    write_guard: Option<Arc<dyn WriteGuard>>,
 }
 
 /// Settings of a [`Client`]; from [`Client::builder`].
@@ -50,6 +53,7 @@ pub struct ClientBuilder {
     connect_timeout: Duration,
     request_timeout: Duration,
     pool_idle_timeout: Duration,
+    write_guard: Option<Arc<dyn WriteGuard>>,
 }
 
 impl ClientBuilder {
@@ -93,6 +97,14 @@ impl ClientBuilder {
         self
     }
 
+    /// A [`WriteGuard`] asked just before every write request (POST, PUT,
+    /// PATCH, DELETE) goes out, and again before every retry; a refused
+    /// write is not sent and fails with [`Error::WriteRefused`].
+    pub fn write_guard(mut self, guard: Arc<dyn WriteGuard>) -> Self {
+        self.write_guard = Some(guard);
+        self
+    }
+
     /// Builds the client.
     pub fn build(self) -> Result<Client> {
         let base = parse_base(&self.url)?;
@@ -113,6 +125,7 @@ impl ClientBuilder {
             http,
             base,
             request_timeout: self.request_timeout,
+            write_guard: self.write_guard,
         })
     }
 }
@@ -155,6 +168,31 @@ impl Client {
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(60),
             pool_idle_timeout: Duration::from_secs(90),
+            write_guard: None,
+        }
+    }
+
+    /// A clone sharing this client's connection pool whose writes are
+    /// checked by `guard` (replacing any guard this client has).
+    #[must_use]
+    pub fn with_write_guard(&self, guard: Arc<dyn WriteGuard>) -> Client {
+        Client {
+            write_guard: Some(guard),
+            ..self.clone()
+        }
+    }
+
+    /// Asks the write guard whether a request with `method` may go out.
+    fn check_write(&self, method: &Method) -> Result<()> {
+        let is_write = matches!(
+            *method,
+            Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+        );
+        match &self.write_guard {
+            Some(guard) if is_write => guard
+                .check()
+                .map_err(|reason| Error::WriteRefused { reason }),
+            _ => Ok(()),
         }
     }
 
@@ -197,13 +235,14 @@ impl Client {
         body: Option<&Value>,
         stream_headers_timeout: Option<Duration>,
     ) -> Result<reqwest::Response> {
-        let mut request = self.http.request(method, self.url(path));
+        let mut request = self.http.request(method.clone(), self.url(path));
         if !query.is_empty() {
             request = request.query(query);
         }
         if let Some(body) = body {
             request = request.json(body);
         }
+        self.check_write(&method)?;
         let response = match stream_headers_timeout {
             None => request
                 .timeout(self.request_timeout)

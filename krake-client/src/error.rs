@@ -124,6 +124,13 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The client's [`WriteGuard`](crate::WriteGuard) refused the write; it
+    /// was not sent.
+    #[error("write refused: {reason}")]
+    WriteRefused {
+        /// Why the guard refused it.
+        reason: String,
+    },
     /// The token is not a valid HTTP header value.
     #[error("the token contains characters not allowed in an HTTP header")]
     InvalidToken,

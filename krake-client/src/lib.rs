@@ -12,6 +12,8 @@
 //!   reconnects with backoff, resumes from the last `resource_version`, and
 //!   relists on 410 or against servers without resume ([`watch`] has the
 //!   contract).
+//! - [`WriteGuard`]: a check run just before every write request goes out
+//!   (fencing for leader election); a refused write is never sent.
 //! - [`Error`]: typed errors; API errors carry the [`Problem`] body.
 //!
 //! # Example
@@ -37,12 +39,14 @@
 mod backoff;
 mod client;
 mod error;
+mod guard;
 mod handle;
 mod tls;
 pub mod watch;
 
 pub use client::{Client, ClientBuilder, Me};
 pub use error::{Error, Problem, Result};
+pub use guard::WriteGuard;
 pub use handle::{Api, Bindable, DeleteParams, DynamicApi, ListParams};
 pub use tls::TlsOptions;
 pub use watch::{Backoff, WatchConfig, WatchEvent};
