@@ -15,7 +15,8 @@
 //! 2. Take [`LeaderElector::is_leader`] receivers, then spawn
 //!    [`LeaderElector::run`] with a [`CancellationToken`].
 //! 3. Work only while the receiver says `true`; stop at once when it turns
-//!    `false`.
+//!    `false`. Write through a client fenced by the elector:
+//!    `client.with_write_guard(elector.write_guard())` (see *Fencing*).
 //! 4. On shutdown, stop the work first, then cancel the token and await
 //!    `run`: it releases the lease (`holder = None`), so a standby takes over
 //!    without waiting for the lease to expire.
@@ -45,6 +46,26 @@
 //!   [`is_leader`] to `false`, like a graceful end; it does not release the
 //!   lease, which then expires.
 //!
+//! # Fencing
+//!
+//! [`is_leader`] alone is not enough against a leader that is paused
+//! (`SIGSTOP`, a VM frozen, a process starved of CPU) past its deadline:
+//! when it wakes, its controllers may send writes before its campaign task
+//! has run and turned `is_leader` to `false`. [`LeaderElector::write_guard`]
+//! closes that gap: a [`WriteGuard`] for the work's client
+//! ([`Client::with_write_guard`](krake_client::Client::with_write_guard))
+//! that lets a write (POST, PUT, PATCH, DELETE) go out only while this
+//! replica holds the lease and the hold's deadline has not passed on its
+//! own monotonic clock, checked just before the request is handed to the
+//! HTTP stack. The monotonic clock keeps running while a process is
+//! stopped, so a leader that wakes after its deadline has every write
+//! refused ([`Error::WriteRefused`](krake_client::Error::WriteRefused),
+//! never sent) from its first instruction on. The controllers' runtime
+//! treats a refused write like any failed reconcile (logged, retried
+//! later); by then the campaign steps down and the work stops. The
+//! elector's own client must not carry the guard: it writes the lease to
+//! become leader.
+//!
 //! # Assumptions
 //!
 //! - Identities are unique among the replicas: two replicas with the same
@@ -54,17 +75,25 @@
 //! - Their wall clocks differ by less than `max_clock_skew` (only the
 //!   wall-clock rule above, which lets a freshly started standby take over a
 //!   long-dead lease without waiting a full lease duration, relies on it).
-//! - A leader is never paused (GC, `SIGSTOP`, VM migration, CPU starvation)
-//!   for longer than `max_clock_skew` between checking [`is_leader`] and
-//!   acting on it: that margin is all the time the work has to stop.
+//! - With the work's writes fenced ([`LeaderElector::write_guard`]): a
+//!   write that passed the guard reaches the API within `max_clock_skew`.
+//!   The window that remains is between the guard's check and the request
+//!   being served: a pause (GC, `SIGSTOP`, VM migration, CPU starvation) or
+//!   a network delay longer than `max_clock_skew` right there lets one write
+//!   per request in flight land after the lease ran out. The guard cannot
+//!   close it; only the API could, by checking a fencing token with each
+//!   write, which Krake's API does not have.
+//! - Without the guard: a leader is never paused for longer than
+//!   `max_clock_skew` between checking [`is_leader`] and acting on it.
 //! - The API's store compares and swaps each key atomically (etcd and the
 //!   embedded store do).
 //!
 //! # Caveats
 //!
-//! - There is no fencing: a write the leader's controller already sent when
-//!   leadership ends may still land. Controllers should check leadership
-//!   before each change and keep reconciles idempotent.
+//! - The fence is on the sender's side only (see the assumptions): a write
+//!   already on its way when leadership ends may still land. Keep
+//!   reconciles idempotent and prefer writes conditional on a
+//!   `resource_version`.
 //! - A late renewal may land after the leader stepped down; the lease then
 //!   names this replica, which takes it back at its next attempt (a
 //!   conditional write, so safe) or lets it expire.
@@ -89,13 +118,16 @@
 //!
 //! let client = krake_client::Client::new("http://localhost:8080")?;
 //! let config = LeaseConfig::new("system", "scheduler", unique_identity("scheduler"));
-//! let elector = LeaderElector::new(client, config)?;
+//! let elector = LeaderElector::new(client.clone(), config)?;
+//! // The work writes through a fenced client; the elector's stays unguarded.
+//! let work_client = client.with_write_guard(elector.write_guard());
+//! # let _ = &work_client;
 //! let mut leading = elector.is_leader();
 //! let shutdown = CancellationToken::new();
 //! let campaign = tokio::spawn(elector.run(shutdown.clone()));
 //!
 //! leading.wait_for(|leading| *leading).await?;
-//! // ... reconcile while `*leading.borrow()` is true ...
+//! // ... reconcile with `work_client` while `*leading.borrow()` is true ...
 //!
 //! shutdown.cancel(); // after the work has stopped
 //! campaign.await?; // the lease is released
@@ -106,9 +138,10 @@
 //! [`is_leader`]: LeaderElector::is_leader
 
 use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use krake_client::{Api, Client};
+use krake_client::{Api, Client, WriteGuard};
 use krake_data::kinds::core::{Lease, LeaseSpec};
 use krake_data::metadata::is_valid_resource_name;
 use krake_data::{Metadata, Timestamp};
@@ -233,6 +266,64 @@ pub struct LeaderElector {
     /// `config.lease_duration` in whole milliseconds, as written.
     duration_ms: u32,
     leader: watch::Sender<bool>,
+    fence: Arc<Fence>,
+}
+
+/// Until when (local monotonic clock) this replica may write as leader:
+/// the deadline of its hold while it leads, `None` otherwise. Shared by
+/// the elector and its [`LeaseGuard`]s.
+#[derive(Debug, Default)]
+struct Fence {
+    until: Mutex<Option<Instant>>,
+}
+
+impl Fence {
+    fn set(&self, until: Option<Instant>) {
+        *self.until.lock().unwrap_or_else(PoisonError::into_inner) = until;
+    }
+
+    fn until(&self) -> Option<Instant> {
+        *self.until.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The fence of one [`LeaderElector`], for the controllers' client (see
+/// [`LeaderElector::write_guard`]): a write passes only while the elector
+/// holds the lease by its own monotonic clock.
+#[derive(Debug)]
+pub struct LeaseGuard {
+    fence: Arc<Fence>,
+    /// `namespace/name (identity)`, for the reason of a refusal.
+    lease: String,
+}
+
+impl LeaseGuard {
+    /// Whether a write may be sent now: while the lease is held and its
+    /// deadline (`start of the last successful lease write + lease_duration
+    /// - max_clock_skew`) has not passed on this process's monotonic clock.
+    pub fn allows(&self) -> bool {
+        self.fence
+            .until()
+            .is_some_and(|until| Instant::now() < until)
+    }
+}
+
+impl WriteGuard for LeaseGuard {
+    fn check(&self) -> Result<(), String> {
+        let now = Instant::now();
+        match self.fence.until() {
+            Some(until) if now < until => Ok(()),
+            Some(until) => Err(format!(
+                "the lease {} ran out {:?} ago by this replica's clock; not the leader any more",
+                self.lease,
+                now.saturating_duration_since(until)
+            )),
+            None => Err(format!(
+                "the lease {} is not held: not the leader",
+                self.lease
+            )),
+        }
+    }
 }
 
 /// The last version of the lease a standby read, and since when (local
@@ -366,11 +457,13 @@ fn released(current: &LeaseSpec) -> LeaseSpec {
     }
 }
 
-/// Turns leadership off when the campaign ends, however it ends.
-struct StepDownOnDrop<'a>(&'a watch::Sender<bool>);
+/// Turns leadership off (and closes the fence) when the campaign ends,
+/// however it ends.
+struct StepDownOnDrop<'a>(&'a watch::Sender<bool>, &'a Fence);
 
 impl Drop for StepDownOnDrop<'_> {
     fn drop(&mut self) {
+        self.1.set(None);
         self.0.send_replace(false);
     }
 }
@@ -391,6 +484,7 @@ impl LeaderElector {
             config,
             duration_ms,
             leader,
+            fence: Arc::default(),
         })
     }
 
@@ -408,6 +502,30 @@ impl LeaderElector {
         self.leader.subscribe()
     }
 
+    /// A fence for the controllers' client
+    /// ([`Client::with_write_guard`](krake_client::Client::with_write_guard)):
+    /// it refuses every write (POST, PUT, PATCH, DELETE; the client answers
+    /// [`Error::WriteRefused`](krake_client::Error::WriteRefused) without
+    /// sending it) unless this replica holds the lease at that instant by
+    /// its own monotonic clock, so a leader that was paused past its
+    /// deadline cannot write before its campaign even notices. Give it only
+    /// to the client of the work: the elector's own client must stay
+    /// unguarded (it writes the lease to become leader).
+    pub fn write_guard(&self) -> Arc<dyn WriteGuard> {
+        Arc::new(self.lease_guard())
+    }
+
+    /// [`write_guard`](Self::write_guard) as its concrete type.
+    pub fn lease_guard(&self) -> LeaseGuard {
+        LeaseGuard {
+            fence: self.fence.clone(),
+            lease: format!(
+                "{}/{} ({})",
+                self.config.namespace, self.config.name, self.config.identity
+            ),
+        }
+    }
+
     /// Campaigns until `shutdown` is cancelled: acquires the lease when it
     /// is free or expired (judged on this process's clocks with the
     /// `max_clock_skew` margin), renews it every `renew_every`, steps down as
@@ -416,7 +534,7 @@ impl LeaderElector {
     /// steps down and releases it (`holder = None`, bounded by
     /// `lease_duration`).
     pub async fn run(self, shutdown: CancellationToken) {
-        let _step_down = StepDownOnDrop(&self.leader);
+        let _step_down = StepDownOnDrop(&self.leader, &self.fence);
         let mut state = State::fresh();
         loop {
             if shutdown.is_cancelled() {
@@ -486,6 +604,8 @@ impl LeaderElector {
                 maybe_ours: true,
             };
         }
+        // The fence opens before the work is told to start.
+        self.fence.set(Some(held.deadline));
         if !self.leader.send_replace(true) {
             tracing::info!(
                 identity = %self.config.identity,
@@ -499,6 +619,8 @@ impl LeaderElector {
     }
 
     fn step_down(&self, why: &str) {
+        // The fence closes before the work is told to stop.
+        self.fence.set(None);
         if self.leader.send_replace(false) {
             tracing::info!(
                 identity = %self.config.identity,
@@ -691,7 +813,11 @@ impl LeaderElector {
             .call(held.deadline, shutdown, self.api.update(&lease))
             .await
         {
-            Outcome::Done(Ok(renewed)) => State::Leading(self.hold(renewed, started)),
+            Outcome::Done(Ok(renewed)) => {
+                let held = self.hold(renewed, started);
+                self.fence.set(Some(held.deadline));
+                State::Leading(held)
+            }
             Outcome::Done(Err(err)) if err.is_conflict() || err.is_not_found() => {
                 self.step_down("the lease was taken or removed");
                 State::fresh()
@@ -1073,5 +1199,76 @@ mod tests {
         assert_eq!(held.deadline, started + Duration::from_millis(900));
         assert_eq!(held.next_attempt, started + Duration::from_millis(200));
         assert_eq!(elector.config().identity, "a");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_guard_lets_writes_out_only_while_the_hold_lasts_on_this_clock() {
+        let client = Client::new("http://127.0.0.1:1").unwrap();
+        let elector = LeaderElector::new(client, config()).unwrap();
+        let guard = elector.lease_guard();
+        let dyn_guard = elector.write_guard();
+        let reason = guard.check().unwrap_err();
+        assert_eq!(
+            reason,
+            "the lease system/scheduler (a) is not held: not the leader"
+        );
+        assert!(dyn_guard.check().is_err());
+
+        let started = Instant::now();
+        let lease = Lease::new(
+            Metadata::namespaced("system", "scheduler"),
+            LeaseSpec::free(1_000),
+        );
+        assert!(matches!(
+            elector.become_leader(lease, started),
+            State::Leading(_)
+        ));
+        assert!(*elector.is_leader().borrow());
+        assert_eq!(guard.check(), Ok(()));
+        assert_eq!(dyn_guard.check(), Ok(()));
+        // The deadline is the lease duration less the skew margin.
+        tokio::time::advance(Duration::from_millis(899)).await;
+        assert!(guard.allows());
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(!guard.allows());
+        // The campaign has not run since (a paused process): it still says
+        // leader, and only the guard stops the write.
+        assert!(*elector.is_leader().borrow());
+        tokio::time::advance(Duration::from_millis(250)).await;
+        let reason = dyn_guard.check().unwrap_err();
+        assert_eq!(
+            reason,
+            "the lease system/scheduler (a) ran out 250ms ago by this replica's clock; not the leader any more"
+        );
+
+        // Stepping down closes the fence before the flag turns.
+        let lease = Lease::new(
+            Metadata::namespaced("system", "scheduler"),
+            LeaseSpec::free(1_000),
+        );
+        elector.become_leader(lease, Instant::now());
+        assert!(guard.allows());
+        elector.step_down("a test");
+        assert!(!guard.allows());
+        assert!(!*elector.is_leader().borrow());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ending_the_campaign_closes_the_fence() {
+        let client = Client::new("http://127.0.0.1:1").unwrap();
+        let elector = LeaderElector::new(client, config()).unwrap();
+        let guard = elector.lease_guard();
+        let lease = Lease::new(
+            Metadata::namespaced("system", "scheduler"),
+            LeaseSpec::free(1_000),
+        );
+        elector.become_leader(lease, Instant::now());
+        assert!(guard.allows());
+        let shutdown = CancellationToken::new();
+        let campaign = tokio::spawn(elector.run(shutdown.clone()));
+        tokio::task::yield_now().await;
+        campaign.abort();
+        let _ = campaign.await;
+        assert!(!guard.allows());
     }
 }

@@ -157,6 +157,8 @@ struct Inner {
 #[derive(Clone)]
 pub struct Reflectors {
     inner: Arc<Inner>,
+    /// The client handed to controllers ([`Reflectors::client`]).
+    client: Client,
 }
 
 impl fmt::Debug for Reflectors {
@@ -178,6 +180,7 @@ impl Reflectors {
     /// Shared reflectors with these settings.
     pub fn with_config(client: Client, shutdown: CancellationToken, config: SharedConfig) -> Self {
         Reflectors {
+            client: client.clone(),
             inner: Arc::new(Inner {
                 client,
                 shutdown,
@@ -188,10 +191,22 @@ impl Reflectors {
         }
     }
 
-    /// The client the reflectors watch through, for controllers to write
-    /// with.
+    /// The client for controllers to write with: the one the reflectors
+    /// watch through, unless another was given with
+    /// [`Reflectors::with_client`].
     pub fn client(&self) -> &Client {
-        &self.inner.client
+        &self.client
+    }
+
+    /// The same reflectors (watching through their own client), handing
+    /// `client` to the controllers built on the result: for instance a
+    /// client fenced by a leader elector's write guard, one per controller
+    /// of a process.
+    pub fn with_client(&self, client: Client) -> Reflectors {
+        Reflectors {
+            inner: self.inner.clone(),
+            client,
+        }
     }
 
     /// The objects of kind `K` in `namespace` (`None`: every namespace, or a
