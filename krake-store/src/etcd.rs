@@ -84,13 +84,14 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, KvClient, SortOrder,
-    SortTarget, Txn, TxnOp, TxnOpResponse, TxnResponse, WatchOptions, WatchResponse, WatchStream,
+    Client, Compare, CompareOp, EventType, GetOptions, SortOrder, SortTarget, Txn, TxnOp,
+    TxnOpResponse, TxnResponse, WatchOptions, WatchResponse, WatchStream,
 };
 use futures::StreamExt;
 
@@ -98,6 +99,13 @@ use crate::{
     EventKind, EventStream, KeyValue, ListOptions, ListPage, Revision, Store, StoreError,
     StoreEvent,
 };
+
+mod endpoints;
+mod failure;
+mod tls;
+
+use endpoints::{Kind, Pool, RunError};
+pub use tls::{EtcdTls, EtcdTlsError};
 
 /// gRPC status codes (they are the same for every gRPC implementation).
 mod grpc_code {
@@ -144,6 +152,16 @@ pub struct EtcdOptions {
     /// large objects: a page over it is read again with fewer keys, never
     /// an error. Default: 64 MiB.
     pub max_answer_bytes: usize,
+    /// How long a request may wait for etcd to elect a leader, or for the
+    /// store to fail over to another member, before it fails with
+    /// [`StoreError::Unavailable`]: requests that arrive during an election
+    /// are held and sent to the new leader instead of failing. Bounded by
+    /// [`request_timeout`](Self::request_timeout), which also bounds the
+    /// whole request. Default: 4 s.
+    pub retry_budget: Duration,
+    /// TLS for `https://` endpoints (the CA, and a client certificate if
+    /// etcd asks for one). `None`: plain `http://`. Default: `None`.
+    pub tls: Option<EtcdTls>,
 }
 
 impl Default for EtcdOptions {
@@ -154,6 +172,8 @@ impl Default for EtcdOptions {
             keep_alive_interval: Duration::from_secs(10),
             keep_alive_timeout: Duration::from_secs(5),
             max_answer_bytes: MAX_DECODING_MESSAGE_SIZE,
+            retry_budget: Duration::from_secs(4),
+            tls: None,
         }
     }
 }
@@ -161,10 +181,10 @@ impl Default for EtcdOptions {
 /// A [`Store`] in etcd v3 (see the [module documentation](self) for the
 /// mapping and its guarantees).
 ///
-/// Cloning is cheap and shares the connection.
+/// Cloning is cheap and shares the connections.
 #[derive(Clone)]
 pub struct EtcdStore {
-    client: Client,
+    pool: Arc<Pool>,
     endpoints: Vec<String>,
     options: EtcdOptions,
 }
@@ -180,42 +200,24 @@ impl fmt::Debug for EtcdStore {
 
 impl EtcdStore {
     /// A store on the etcd cluster at `endpoints` (URLs such as
-    /// `http://127.0.0.1:2379`; without a scheme, `http://` is assumed).
+    /// `http://127.0.0.1:2379`, or `https://` with [`EtcdOptions::tls`];
+    /// without a scheme, `https://` with TLS settings and `http://`
+    /// without). Give every member of the cluster: the store fails over
+    /// between them.
     ///
     /// Does not contact etcd: this succeeds while etcd is down, requests
     /// then fail with [`StoreError::Unavailable`] until it is up. Fails
-    /// with [`StoreError::Internal`] if there is no endpoint or one is not a
-    /// valid URL.
+    /// with [`StoreError::Internal`] if there is no endpoint, one is not a
+    /// valid URL, or its scheme does not match the TLS settings. Must be
+    /// called within a Tokio runtime (it starts the task that probes the
+    /// members).
     pub async fn connect(endpoints: &[String], options: EtcdOptions) -> Result<Self, StoreError> {
         if endpoints.is_empty() {
             return Err(StoreError::internal("no etcd endpoint given"));
         }
-        let connect_options = ConnectOptions::new()
-            .with_connect_timeout(options.connect_timeout)
-            .with_keep_alive(options.keep_alive_interval, options.keep_alive_timeout)
-            // etcd closes connections that ping while no stream is open.
-            .with_keep_alive_while_idle(false)
-            .with_require_leader(true);
-        let connecting = Client::connect(endpoints, Some(connect_options));
-        let client = match tokio::time::timeout(options.request_timeout, connecting).await {
-            Ok(Ok(client)) => client,
-            Ok(Err(
-                error @ (etcd_client::Error::InvalidArgs(_) | etcd_client::Error::InvalidUri(_)),
-            )) => {
-                return Err(StoreError::internal(format!(
-                    "invalid etcd endpoints {endpoints:?}: {error}"
-                )));
-            }
-            Ok(Err(error)) => return Err(map_error(error, "connecting to etcd")),
-            Err(_) => {
-                return Err(StoreError::unavailable(format!(
-                    "connecting to etcd at {endpoints:?} took longer than {:?}",
-                    options.request_timeout
-                )));
-            }
-        };
+        let pool = Pool::connect(endpoints, &options).await?;
         Ok(EtcdStore {
-            client,
+            pool,
             endpoints: endpoints.to_vec(),
             options,
         })
@@ -231,24 +233,26 @@ impl EtcdStore {
         &self.options
     }
 
-    /// Runs one etcd request within the request timeout.
-    async fn call<T>(
+    /// Runs one etcd request through the endpoint pool (failing over and
+    /// holding during elections, see [`endpoints`]): etcd's answer and the
+    /// endpoint that gave it.
+    async fn request<T, F, Fut>(
         &self,
-        what: impl FnOnce() -> String,
-        request: impl Future<Output = Result<T, etcd_client::Error>>,
-    ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.options.request_timeout, request).await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(error)) => Err(map_error(
+        kind: Kind,
+        what: &(dyn Fn() -> String + Sync),
+        attempt: F,
+    ) -> Result<(T, &str), StoreError>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        match self.pool.run(kind, what, attempt).await {
+            Ok((answer, index)) => Ok((answer, self.pool.url(index))),
+            Err(RunError::Store(error)) => Err(error),
+            Err(RunError::Etcd { error, endpoint }) => Err(map_error(
                 error,
-                &format!("{} on etcd at {:?}", what(), self.endpoints),
+                &format!("{} on etcd at {endpoint}", what()),
             )),
-            Err(_) => Err(StoreError::unavailable(format!(
-                "etcd at {:?} did not answer {} within {:?}",
-                self.endpoints,
-                what(),
-                self.options.request_timeout
-            ))),
         }
     }
 
@@ -270,9 +274,11 @@ impl EtcdStore {
             ])
             .and_then([then])
             .or_else([TxnOp::get(key, None)]);
-        let mut kv = self.client.kv_client();
-        let response = self
-            .call(|| format!("{what} of {key}"), kv.txn(txn))
+        let (response, _) = self
+            .request(Kind::Write, &|| format!("{what} of {key}"), |client| {
+                let txn = txn.clone();
+                async move { client.kv_client().txn(txn).await }
+            })
             .await?;
         if response.succeeded() {
             return txn_revision(&response);
@@ -305,7 +311,7 @@ impl EtcdStore {
     /// learnt from a watch from revision 1, which etcd cancels with the
     /// compaction revision. `None` if that fails.
     async fn compaction_revision(&self) -> Option<Revision> {
-        let mut watch = self.client.watch_client();
+        let mut watch = self.pool.preferred_client().watch_client();
         let probe = async {
             let options = WatchOptions::new().with_start_revision(1);
             let mut stream = watch
@@ -326,14 +332,6 @@ impl EtcdStore {
             Ok(Ok(found)) => found,
             _ => None,
         }
-    }
-
-    /// A key-value client whose answers may be up to `max_answer` bytes
-    /// (`None`: any size).
-    fn kv_client(&self, max_answer: Option<usize>) -> KvClient {
-        self.client
-            .kv_client()
-            .max_decoding_message_size(max_answer.unwrap_or(usize::MAX))
     }
 
     /// At most `limit` keys of `[start, end)` at `revision` (`None`: now).
@@ -404,17 +402,26 @@ impl EtcdStore {
         if let Some(revision) = revision {
             get_options = get_options.with_revision(revision);
         }
-        let mut kv = self.kv_client(max_answer);
-        let result = tokio::time::timeout(
-            self.options.request_timeout,
-            kv.get(start, Some(get_options)),
-        )
-        .await;
+        let max_answer = max_answer.unwrap_or(usize::MAX);
+        let result = self
+            .pool
+            .run(Kind::Read, &|| format!("a list of {prefix}"), |client| {
+                let (start, get_options) = (start.clone(), get_options.clone());
+                async move {
+                    client
+                        .kv_client()
+                        .max_decoding_message_size(max_answer)
+                        .get(start, Some(get_options))
+                        .await
+                }
+            })
+            .await;
         let mut response = match result {
-            Ok(Ok(response)) => response,
-            Ok(Err(etcd_client::Error::GRpcStatus(status)))
-                if i32::from(status.code()) == grpc_code::OUT_OF_RANGE =>
-            {
+            Ok((response, _)) => response,
+            Err(RunError::Etcd {
+                error: etcd_client::Error::GRpcStatus(status),
+                endpoint,
+            }) if i32::from(status.code()) == grpc_code::OUT_OF_RANGE => {
                 let requested = revision.unwrap_or_default();
                 if let Some(found) = answer_too_large(status.message()) {
                     return Ok(Range::TooLarge { found });
@@ -428,27 +435,21 @@ impl EtcdStore {
                 }
                 if status.message().contains(FUTURE_REVISION_MESSAGE) {
                     return Err(StoreError::internal(format!(
-                        "revision {requested} is in the future of etcd at {:?}",
-                        self.endpoints
+                        "revision {requested} is in the future of etcd at {endpoint}"
                     )));
                 }
                 return Err(StoreError::internal(format!(
-                    "etcd refused the list of {prefix}: {}",
+                    "etcd at {endpoint} refused the list of {prefix}: {}",
                     status.message()
                 )));
             }
-            Ok(Err(error)) => {
+            Err(RunError::Etcd { error, endpoint }) => {
                 return Err(map_error(
                     error,
-                    &format!("a list of {prefix} on etcd at {:?}", self.endpoints),
+                    &format!("a list of {prefix} on etcd at {endpoint}"),
                 ));
             }
-            Err(_) => {
-                return Err(StoreError::unavailable(format!(
-                    "etcd at {:?} did not answer a list of {prefix} within {:?}",
-                    self.endpoints, self.options.request_timeout
-                )));
-            }
+            Err(RunError::Store(error)) => return Err(error),
         };
         let revision = match revision {
             Some(revision) => revision,
@@ -498,9 +499,12 @@ fn key_after(key: &str) -> Vec<u8> {
 #[async_trait]
 impl Store for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        let mut kv = self.client.kv_client();
-        let mut response = self
-            .call(|| format!("a get of {key}"), kv.get(key, None))
+        let (mut response, _) = self
+            .request(
+                Kind::Read,
+                &|| format!("a get of {key}"),
+                |client| async move { client.kv_client().get(key, None).await },
+            )
             .await?;
         response
             .take_kvs()
@@ -554,9 +558,11 @@ impl Store for EtcdStore {
         let txn = Txn::new()
             .when([Compare::create_revision(key, CompareOp::Equal, 0)])
             .and_then([TxnOp::put(key, Vec::from(value), None)]);
-        let mut kv = self.client.kv_client();
-        let response = self
-            .call(|| format!("a create of {key}"), kv.txn(txn))
+        let (response, _) = self
+            .request(Kind::Write, &|| format!("a create of {key}"), |client| {
+                let txn = txn.clone();
+                async move { client.kv_client().txn(txn).await }
+            })
             .await?;
         if response.succeeded() {
             txn_revision(&response)
@@ -583,9 +589,12 @@ impl Store for EtcdStore {
                 .compare_and_swap(key, expected, TxnOp::delete(key, None), "a delete")
                 .await;
         }
-        let mut kv = self.client.kv_client();
-        let response = self
-            .call(|| format!("a delete of {key}"), kv.delete(key, None))
+        let (response, _) = self
+            .request(
+                Kind::Write,
+                &|| format!("a delete of {key}"),
+                |client| async move { client.kv_client().delete(key, None).await },
+            )
             .await?;
         if response.deleted() == 0 {
             return Err(StoreError::NotFound {
@@ -612,29 +621,30 @@ impl Store for EtcdStore {
         if let Some(after) = after {
             options = options.with_start_revision(after.saturating_add(1));
         }
-        let mut watch = self
-            .client
-            .watch_client()
-            .max_decoding_message_size(self.options.max_answer_bytes.max(1));
-        let setup = async {
-            let mut stream = watch.watch(key, Some(options)).await?;
-            // The first answer says whether etcd created the watch.
-            let created = stream.message().await?;
-            Ok((stream, created))
-        };
-        let (stream, created) = self.call(|| format!("a watch of {prefix}"), setup).await?;
+        let max_answer = self.options.max_answer_bytes.max(1);
+        let ((stream, created), endpoint) = self
+            .request(Kind::Read, &|| format!("a watch of {prefix}"), |client| {
+                let (key, options) = (key.clone(), options.clone());
+                async move {
+                    let mut watch = client.watch_client().max_decoding_message_size(max_answer);
+                    let mut stream = watch.watch(key, Some(options)).await?;
+                    // The first answer says whether etcd created the watch.
+                    let created = stream.message().await?;
+                    Ok((stream, created))
+                }
+            })
+            .await?;
         let mut state = WatchState {
             stream: Some(stream),
             pending: VecDeque::new(),
             prefix: prefix.to_owned(),
             last: after,
-            endpoints: self.endpoints.clone(),
+            endpoint: endpoint.to_owned(),
         };
         match created {
             None => {
                 return Err(StoreError::unavailable(format!(
-                    "etcd at {:?} closed the watch of {prefix} at once",
-                    self.endpoints
+                    "etcd at {endpoint} closed the watch of {prefix} at once"
                 )));
             }
             Some(response) => {
@@ -651,13 +661,12 @@ impl Store for EtcdStore {
     }
 
     async fn revision(&self) -> Result<Revision, StoreError> {
-        let mut kv = self.client.kv_client();
         let options = GetOptions::new().with_count_only();
-        let response = self
-            .call(
-                || "a revision request".to_owned(),
-                kv.get("\0", Some(options)),
-            )
+        let (response, _) = self
+            .request(Kind::Read, &|| "a revision request".to_owned(), |client| {
+                let options = options.clone();
+                async move { client.kv_client().get("\0", Some(options)).await }
+            })
             .await?;
         header_revision(response.header())
     }
@@ -672,7 +681,8 @@ struct WatchState {
     prefix: String,
     /// The last revision handed out (or the `after` the watch started from).
     last: Option<Revision>,
-    endpoints: Vec<String>,
+    /// The member the watch runs on.
+    endpoint: String,
 }
 
 impl WatchState {
@@ -690,14 +700,14 @@ impl WatchState {
                 Ok(Some(response)) => self.handle(response),
                 Ok(None) => {
                     self.stop(StoreError::unavailable(format!(
-                        "etcd at {:?} closed the watch of {}",
-                        self.endpoints, self.prefix
+                        "etcd at {} closed the watch of {}",
+                        self.endpoint, self.prefix
                     )));
                 }
                 Err(error) => {
                     self.stop(StoreError::unavailable(format!(
-                        "the watch of {} on etcd at {:?} failed: {error}",
-                        self.prefix, self.endpoints
+                        "the watch of {} on etcd at {} failed: {error}",
+                        self.prefix, self.endpoint
                     )));
                 }
             }
@@ -728,8 +738,8 @@ impl WatchState {
         }
         if response.canceled() {
             self.stop(StoreError::unavailable(format!(
-                "etcd at {:?} cancelled the watch of {}: {}",
-                self.endpoints,
+                "etcd at {} cancelled the watch of {}: {}",
+                self.endpoint,
                 self.prefix,
                 response.cancel_reason()
             )));

@@ -23,6 +23,7 @@
 //! ```
 
 pub mod etcd;
+pub mod etcd_cluster;
 pub mod kube;
 pub mod process;
 pub mod prometheus;
