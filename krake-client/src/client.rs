@@ -1,5 +1,6 @@
-//! The [`Client`]: one connection pool to one Krake API, with its
-//! authentication, TLS and timeouts.
+//! The [`Client`]: one connection pool to one Krake API (or to several
+//! replicas of it, with failover), with its authentication, TLS, timeouts
+//! and write guard.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,12 +11,15 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::backoff::Backoff;
+use crate::endpoints::Endpoints;
 use crate::error::{Error, Problem, Result};
 use crate::guard::WriteGuard;
 use crate::tls::TlsOptions;
 
 /// A client of one Krake API. Cheap to clone: clones share the connection
-/// pool, so connections are reused across handles and requests.
+/// pool, so connections are reused across handles and requests, and share
+/// the state of the endpoints (which replica is current, which rest).
 ///
 /// ```no_run
 /// # async fn example() -> Result<(), krake_client::Error> {
@@ -38,7 +42,7 @@ use crate::tls::TlsOptions;
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
-    base: Url,
+    endpoints: Arc<Endpoints>,
     request_timeout: Duration,
     write_guard: Option<Arc<dyn WriteGuard>>,
 }
@@ -47,12 +51,13 @@ pub struct Client {
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct ClientBuilder {
-    url: String,
+    urls: Vec<String>,
     tls: TlsOptions,
     token: Option<String>,
     connect_timeout: Duration,
     request_timeout: Duration,
     pool_idle_timeout: Duration,
+    endpoint_backoff: Backoff,
     write_guard: Option<Arc<dyn WriteGuard>>,
 }
 
@@ -97,6 +102,66 @@ impl ClientBuilder {
         self
     }
 
+    /// Several replicas of the API (all serving the same store), in order
+    /// of preference. They replace the URL given to [`Client::builder`];
+    /// an empty list is refused by [`build`](Self::build).
+    ///
+    /// # Failover
+    ///
+    /// - Requests go to the *current* endpoint, the first at the start. It
+    ///   stays current until a connection to it fails.
+    /// - A connection failure (connection refused or reset, connect
+    ///   timeout, the connection lost before the answer was complete, a
+    ///   request or watch-headers timeout) makes the endpoint *rest* for a delay of
+    ///   [`endpoint_backoff`](Self::endpoint_backoff), growing with each
+    ///   failure in a row, and the next endpoint becomes current. A resting
+    ///   endpoint is skipped while others are available; once its rest is
+    ///   over it is tried again when its turn comes, and a successful answer
+    ///   makes it healthy. If every endpoint rests, the one whose rest ends
+    ///   first is tried: a client never refuses to try.
+    /// - The failed request is retried on the next endpoint, each endpoint
+    ///   at most once per request, when that is safe: reads (GET) after any
+    ///   of these failures; writes (POST, PUT, PATCH, DELETE) only after a
+    ///   failure to *connect*, when the request certainly was not sent.
+    ///   A write whose connection broke after it may have been sent fails
+    ///   with [`Error::Transport`]: it may or may not have been applied,
+    ///   and only the caller can tell (read the object, or rely on a 409 for
+    ///   a repeated create).
+    /// - An answer with an error status (4xx, 5xx) is not a connection
+    ///   failure: the replicas share their store, so another would answer
+    ///   the same. It is returned as [`Error::Api`].
+    /// - A [watch](crate::watch) whose stream breaks makes its endpoint rest
+    ///   and resumes from the last `resource_version` on the next endpoint:
+    ///   the replicas share one store, so versions agree and no event is
+    ///   missed or repeated.
+    ///
+    /// ```
+    /// use krake_client::Client;
+    ///
+    /// let client = Client::builder("http://krake-a:8080")
+    ///     .endpoints(["http://krake-a:8080", "http://krake-b:8080"])
+    ///     .build()?;
+    /// assert_eq!(client.endpoints().len(), 2);
+    /// assert_eq!(client.current_endpoint().as_str(), "http://krake-a:8080/");
+    /// # Ok::<(), krake_client::Error>(())
+    /// ```
+    pub fn endpoints<I, S>(mut self, urls: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.urls = urls.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// How long a failed endpoint rests before it is tried again (default:
+    /// 1 s, doubling per failure in a row up to 30 s, with jitter). Only
+    /// matters with several [`endpoints`](Self::endpoints).
+    pub fn endpoint_backoff(mut self, backoff: Backoff) -> Self {
+        self.endpoint_backoff = backoff;
+        self
+    }
+
     /// A [`WriteGuard`] asked just before every write request (POST, PUT,
     /// PATCH, DELETE) goes out, and again before every retry; a refused
     /// write is not sent and fails with [`Error::WriteRefused`].
@@ -107,7 +172,17 @@ impl ClientBuilder {
 
     /// Builds the client.
     pub fn build(self) -> Result<Client> {
-        let base = parse_base(&self.url)?;
+        if self.urls.is_empty() {
+            return Err(Error::InvalidUrl {
+                url: String::new(),
+                reason: "no endpoint given".to_owned(),
+            });
+        }
+        let urls = self
+            .urls
+            .iter()
+            .map(|url| parse_base(url))
+            .collect::<Result<Vec<_>>>()?;
         let mut headers = HeaderMap::new();
         if let Some(token) = &self.token {
             let mut value = HeaderValue::from_str(token).map_err(|_| Error::InvalidToken)?;
@@ -123,7 +198,7 @@ impl ClientBuilder {
         let http = builder.build().map_err(Error::Transport)?;
         Ok(Client {
             http,
-            base,
+            endpoints: Arc::new(Endpoints::new(urls, self.endpoint_backoff)),
             request_timeout: self.request_timeout,
             write_guard: self.write_guard,
         })
@@ -152,6 +227,52 @@ fn parse_base(url: &str) -> Result<Url> {
 /// Query parameters of one request.
 pub(crate) type Query = Vec<(&'static str, String)>;
 
+/// The URL of an API path such as `/kubernetes/applications` under `base`.
+fn join(base: &Url, path: &str) -> Url {
+    let mut url = base.clone();
+    let joined = format!("{}{}", base.path().trim_end_matches('/'), path);
+    url.set_path(&joined);
+    url
+}
+
+/// True for the methods a [`WriteGuard`] checks.
+fn is_write(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    )
+}
+
+/// What a failed attempt means for its endpoint and its request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// An answer came (an error status), or the request was refused before
+    /// it went out: the endpoint is fine, the error is the result.
+    NotTheEndpoint,
+    /// The connection failed; the request may have been sent and cannot be
+    /// repeated safely.
+    Endpoint,
+    /// The connection failed and the request can be repeated elsewhere.
+    EndpointRetry,
+}
+
+fn classify(method: &Method, err: &Error) -> Failure {
+    match err {
+        // The connection was never made: nothing was sent.
+        Error::Transport(err) if err.is_connect() => Failure::EndpointRetry,
+        // Lost or silent before an answer: a read can be repeated.
+        Error::Transport(_) | Error::Timeout if is_write(method) => Failure::Endpoint,
+        Error::Transport(_) | Error::Timeout => Failure::EndpointRetry,
+        _ => Failure::NotTheEndpoint,
+    }
+}
+
+/// A response whose status is a success, and the endpoint that sent it.
+pub(crate) struct Answer {
+    pub(crate) response: reqwest::Response,
+    pub(crate) endpoint: usize,
+}
+
 impl Client {
     /// A client of the API at `url` with the default settings.
     pub fn new(url: &str) -> Result<Self> {
@@ -159,15 +280,22 @@ impl Client {
     }
 
     /// Settings for a client of the API at `url` (`http://` or `https://`,
-    /// optionally with a path prefix).
+    /// optionally with a path prefix). For several replicas, see
+    /// [`ClientBuilder::endpoints`].
     pub fn builder(url: impl Into<String>) -> ClientBuilder {
         ClientBuilder {
-            url: url.into(),
+            urls: vec![url.into()],
             tls: TlsOptions::default(),
             token: None,
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(60),
             pool_idle_timeout: Duration::from_secs(90),
+            endpoint_backoff: Backoff {
+                initial: Duration::from_secs(1),
+                max: Duration::from_secs(30),
+                factor: 2.0,
+                jitter: true,
+            },
             write_guard: None,
         }
     }
@@ -184,29 +312,42 @@ impl Client {
 
     /// Asks the write guard whether a request with `method` may go out.
     fn check_write(&self, method: &Method) -> Result<()> {
-        let is_write = matches!(
-            *method,
-            Method::POST | Method::PUT | Method::PATCH | Method::DELETE
-        );
         match &self.write_guard {
-            Some(guard) if is_write => guard
+            Some(guard) if is_write(method) => guard
                 .check()
                 .map_err(|reason| Error::WriteRefused { reason }),
             _ => Ok(()),
         }
     }
 
-    /// The base URL.
+    /// The base URL: the first endpoint.
     pub fn base_url(&self) -> &Url {
-        &self.base
+        self.endpoints.url(0)
     }
 
-    /// The URL of an API path such as `/kubernetes/applications`.
+    /// Every endpoint, in order of preference (one unless
+    /// [`ClientBuilder::endpoints`] gave more).
+    pub fn endpoints(&self) -> &[Url] {
+        self.endpoints.urls()
+    }
+
+    /// The endpoint requests go to now.
+    pub fn current_endpoint(&self) -> &Url {
+        self.endpoints.url(self.endpoints.current())
+    }
+
+    /// The URL of an API path on the first endpoint.
+    #[cfg(test)]
     pub(crate) fn url(&self, path: &str) -> Url {
-        let mut url = self.base.clone();
-        let joined = format!("{}{}", self.base.path().trim_end_matches('/'), path);
-        url.set_path(&joined);
-        url
+        join(self.base_url(), path)
+    }
+
+    /// A watch stream from `endpoint` broke: it rests, and the next
+    /// endpoint becomes current.
+    pub(crate) fn stream_broke(&self, endpoint: usize) {
+        if self.endpoints.len() > 1 {
+            self.endpoints.failed(endpoint);
+        }
     }
 
     /// Sends a request and decodes its JSON answer.
@@ -217,13 +358,27 @@ impl Client {
         query: &Query,
         body: Option<&Value>,
     ) -> Result<T> {
-        let response = self.start(method, path, query, body, None).await?;
-        let bytes = response.bytes().await.map_err(Error::Transport)?;
-        serde_json::from_slice(&bytes).map_err(Error::Decode)
+        let mut tried = Vec::new();
+        let mut endpoint = self.endpoints.pick(&tried).unwrap_or_default();
+        loop {
+            tried.push(endpoint);
+            let attempt = async {
+                let answer = self
+                    .attempt(endpoint, &method, path, query, body, None)
+                    .await?;
+                answer.response.bytes().await.map_err(Error::Transport)
+            };
+            match attempt.await {
+                Ok(bytes) => return serde_json::from_slice(&bytes).map_err(Error::Decode),
+                Err(err) => endpoint = self.next_endpoint(endpoint, &method, err, &tried)?,
+            }
+        }
     }
 
     /// Sends a request and returns the response once its status is a
-    /// success; error statuses become [`Error::Api`] with the problem body.
+    /// success, with the endpoint that answered; error statuses become
+    /// [`Error::Api`] with the problem body. Fails over like
+    /// [`send`](Self::send).
     ///
     /// `stream_headers_timeout` marks a streaming request (a watch): its body
     /// has no time limit, but its headers must arrive within that time.
@@ -234,15 +389,70 @@ impl Client {
         query: &Query,
         body: Option<&Value>,
         stream_headers_timeout: Option<Duration>,
-    ) -> Result<reqwest::Response> {
-        let mut request = self.http.request(method.clone(), self.url(path));
+    ) -> Result<Answer> {
+        let mut tried = Vec::new();
+        let mut endpoint = self.endpoints.pick(&tried).unwrap_or_default();
+        loop {
+            tried.push(endpoint);
+            match self
+                .attempt(endpoint, &method, path, query, body, stream_headers_timeout)
+                .await
+            {
+                Ok(answer) => return Ok(answer),
+                Err(err) => endpoint = self.next_endpoint(endpoint, &method, err, &tried)?,
+            }
+        }
+    }
+
+    /// Takes the failure of an attempt on `endpoint`: the endpoint to try
+    /// next, or the error to return (not a connection failure, not safe to
+    /// repeat, or every endpoint tried).
+    fn next_endpoint(
+        &self,
+        endpoint: usize,
+        method: &Method,
+        err: Error,
+        tried: &[usize],
+    ) -> Result<usize> {
+        let failure = classify(method, &err);
+        if failure == Failure::NotTheEndpoint || self.endpoints.len() == 1 {
+            return Err(err);
+        }
+        self.endpoints.failed(endpoint);
+        if failure == Failure::Endpoint {
+            return Err(err);
+        }
+        let Some(next) = self.endpoints.pick(tried) else {
+            return Err(err);
+        };
+        tracing::debug!(
+            error = %err,
+            failed = %self.endpoints.url(endpoint),
+            next = %self.endpoints.url(next),
+            "request failed, trying the next endpoint"
+        );
+        Ok(next)
+    }
+
+    /// One attempt of a request on one endpoint.
+    async fn attempt(
+        &self,
+        endpoint: usize,
+        method: &Method,
+        path: &str,
+        query: &Query,
+        body: Option<&Value>,
+        stream_headers_timeout: Option<Duration>,
+    ) -> Result<Answer> {
+        let url = join(self.endpoints.url(endpoint), path);
+        let mut request = self.http.request(method.clone(), url);
         if !query.is_empty() {
             request = request.query(query);
         }
         if let Some(body) = body {
             request = request.json(body);
         }
-        self.check_write(&method)?;
+        self.check_write(method)?;
         let response = match stream_headers_timeout {
             None => request
                 .timeout(self.request_timeout)
@@ -254,9 +464,10 @@ impl Client {
                 Err(_) => return Err(Error::Timeout),
             },
         };
+        self.endpoints.succeeded(endpoint);
         let status = response.status();
         if status.is_success() {
-            return Ok(response);
+            return Ok(Answer { response, endpoint });
         }
         let bytes = response.bytes().await.map_err(Error::Transport)?;
         Err(Error::Api(Box::new(Problem::from_body(

@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::client::{Client, Query};
+use crate::client::{Answer, Client, Query};
 use crate::error::{Error, Result};
 use crate::watch::{self, WatchConfig, WatchEvent};
 
@@ -274,7 +274,7 @@ impl DynamicApi {
         &self,
         config: &WatchConfig,
         resource_version: Option<&str>,
-    ) -> Result<reqwest::Response> {
+    ) -> Result<Answer> {
         let mut query: Query = vec![("watch", String::new())];
         if let Some(heartbeat) = config.heartbeat {
             query.push(("heartbeat", heartbeat.as_secs().max(1).to_string()));

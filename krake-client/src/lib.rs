@@ -1,7 +1,9 @@
 //! A typed client for Krake's REST API, for krake-rs and Krake 1.0.1 servers.
 //!
 //! - [`Client`]: one connection pool to one API, with TLS ([`TlsOptions`]:
-//!   CA, client certificate and key; rustls), a token, and timeouts.
+//!   CA, client certificate and key; rustls), a token, and timeouts; or to
+//!   several replicas of the API, failing over between them
+//!   ([`ClientBuilder::endpoints`] has the semantics).
 //! - [`Api<K>`]: a typed handle on one kind `K` of the
 //!   [kind registry](krake_data::registry), in a namespace or across all of
 //!   them: create, get, list (label selectors, pages as a stream), update
@@ -38,6 +40,7 @@
 
 mod backoff;
 mod client;
+mod endpoints;
 mod error;
 mod guard;
 mod handle;

@@ -17,6 +17,10 @@
 //! - Against krake-rs, which gives every object a `metadata.resource_version`,
 //!   it resumes right after the last version it delivered: no change is
 //!   lost, none is delivered twice.
+//! - With a client of several API replicas
+//!   ([`ClientBuilder::endpoints`](crate::ClientBuilder::endpoints)), a
+//!   broken stream makes its endpoint rest and the watch resumes on the next
+//!   one, from the same version (the replicas share one store).
 //! - If the server no longer has that version (410 Gone), or the server has
 //!   no resume support (Krake's own), it relists and yields a new
 //!   `Restarted` with the full current set, so objects deleted meanwhile
@@ -48,6 +52,7 @@ use serde_json::Value;
 
 pub use crate::backoff::Backoff;
 use crate::backoff::BackoffState;
+use crate::client::Answer;
 use crate::error::{Error, Result};
 use crate::handle::{DynamicApi, ListParams};
 
@@ -145,6 +150,8 @@ type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
 /// The lines of one watch response.
 struct Lines {
     body: ByteStream,
+    /// The endpoint of the client that serves the stream.
+    endpoint: usize,
     buffer: BytesMut,
     idle_timeout: Option<Duration>,
 }
@@ -156,9 +163,10 @@ enum Ended {
 }
 
 impl Lines {
-    fn new(response: reqwest::Response, idle_timeout: Option<Duration>) -> Self {
+    fn new(answer: Answer, idle_timeout: Option<Duration>) -> Self {
         Lines {
-            body: Box::pin(response.bytes_stream()),
+            body: Box::pin(answer.response.bytes_stream()),
+            endpoint: answer.endpoint,
             buffer: BytesMut::new(),
             idle_timeout,
         }
@@ -315,6 +323,7 @@ impl Watcher {
                     let line = match lines.next_line().await {
                         Ok(line) => line,
                         Err(Ended::Disconnected(why)) => {
+                            self.api.client().stream_broke(lines.endpoint);
                             self.disconnected(&why);
                             continue;
                         }
