@@ -40,8 +40,17 @@ pub struct EtcdSection {
     pub host: Option<String>,
     /// etcd client port (Krake's key).
     pub port: Option<u16>,
-    /// Beyond Krake: full endpoint URLs of an etcd cluster.
+    /// Beyond Krake: full endpoint URLs of an etcd cluster (every member;
+    /// the server fails over between them).
     pub endpoints: Vec<String>,
+    /// Beyond Krake: the CA certificate (PEM file) that signed the etcd
+    /// members' certificates. Makes the endpoints `https://`.
+    pub ca_cert: Option<PathBuf>,
+    /// Beyond Krake: the client certificate (PEM file) presented to etcd
+    /// (for etcd's `--client-cert-auth`); needs `client_key`.
+    pub client_cert: Option<PathBuf>,
+    /// Beyond Krake: the private key (PEM file) of `client_cert`.
+    pub client_key: Option<PathBuf>,
     /// Krake's key; krake-rs retries conflicting writes internally.
     pub retry_transactions: Option<u32>,
 }

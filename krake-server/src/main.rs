@@ -36,7 +36,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use krake_api::bootstrap::{self, BootstrapError, Outcome};
 use krake_api::store::Store;
 use krake_api::store::embedded::{EmbeddedOptions, EmbeddedStore};
-use krake_api::store::etcd::{EtcdOptions, EtcdStore};
+use krake_api::store::etcd::{EtcdOptions, EtcdStore, EtcdTls};
 use krake_api::tls::{PeerInfo, TlsError, TlsFiles, TlsListener};
 use krake_api::{
     ApiConfig, ApiState, AuthenticationConfig, AuthenticationStrategy, AuthorizationMode,
@@ -80,6 +80,16 @@ struct Cli {
     /// Switches from the embedded store to etcd.
     #[arg(long = "etcd", env = "KRAKE_ETCD", value_delimiter = ',')]
     etcd: Vec<String>,
+    /// The CA certificate (PEM) that signed etcd's certificates: TLS to
+    /// etcd (https:// endpoints).
+    #[arg(long, env = "KRAKE_ETCD_CA")]
+    etcd_ca: Option<PathBuf>,
+    /// The client certificate (PEM) presented to etcd (needs --etcd-key).
+    #[arg(long, env = "KRAKE_ETCD_CERT")]
+    etcd_cert: Option<PathBuf>,
+    /// The private key (PEM) of --etcd-cert.
+    #[arg(long, env = "KRAKE_ETCD_KEY")]
+    etcd_key: Option<PathBuf>,
     /// Folder of the embedded store [default: ./data].
     #[arg(long, env = "KRAKE_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -263,7 +273,8 @@ struct ControllerArgs {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum StoreChoice {
     Embedded(PathBuf, EmbeddedOptions),
-    Etcd(Vec<String>),
+    /// The endpoints, and TLS to etcd.
+    Etcd(Vec<String>, Option<EtcdTls>),
 }
 
 /// Everything the server needs, after merging file, environment and flags.
@@ -365,6 +376,54 @@ fn python_level_to_filter(level: &str) -> String {
     }
 }
 
+/// TLS to etcd from `--etcd-ca`, `--etcd-cert` and `--etcd-key` (or the
+/// file's `etcd.ca_cert`, `client_cert` and `client_key`), the files read
+/// and checked now so that a mistake is one clear line at start.
+fn etcd_tls(
+    cli: &Cli,
+    section: Option<&config::EtcdSection>,
+) -> Result<Option<EtcdTls>, ConfigError> {
+    let pick = |flag: &Option<PathBuf>, key: fn(&config::EtcdSection) -> &Option<PathBuf>| {
+        flag.clone()
+            .or_else(|| section.and_then(|s| key(s).clone()))
+    };
+    let ca = pick(&cli.etcd_ca, |s| &s.ca_cert);
+    let cert = pick(&cli.etcd_cert, |s| &s.client_cert);
+    let key = pick(&cli.etcd_key, |s| &s.client_key);
+    let Some(ca) = ca else {
+        if cert.is_some() || key.is_some() {
+            return Err(ConfigError::Unsupported(
+                "an etcd client certificate (etcd.client_cert/client_key, --etcd-cert/--etcd-key) \
+                 needs the CA of etcd's certificates (etcd.ca_cert or --etcd-ca)"
+                    .into(),
+            ));
+        }
+        return Ok(None);
+    };
+    EtcdTls::from_files(&ca, cert.as_deref(), key.as_deref())
+        .map(Some)
+        .map_err(|error| ConfigError::Unsupported(error.to_string()))
+}
+
+/// Every etcd endpoint is `https://` with TLS settings and not without.
+fn check_etcd_schemes(endpoints: &[String], tls: bool) -> Result<(), ConfigError> {
+    for endpoint in endpoints {
+        if tls && endpoint.starts_with("http://") {
+            return Err(ConfigError::Unsupported(format!(
+                "the etcd endpoint {endpoint} is http:// but TLS to etcd is configured \
+                 (etcd.ca_cert or --etcd-ca): use https://"
+            )));
+        }
+        if !tls && endpoint.starts_with("https://") {
+            return Err(ConfigError::Unsupported(format!(
+                "the etcd endpoint {endpoint} is https:// but no CA is configured for it \
+                 (etcd.ca_cert or --etcd-ca)"
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn settings(cli: Cli) -> Result<Settings, ConfigError> {
     let file = load_file(&cli)?;
     let tls = if cli.tls_enabled.unwrap_or(file.tls.enabled) {
@@ -406,27 +465,30 @@ fn settings(cli: Cli) -> Result<Settings, ConfigError> {
     if let Some(seconds) = file.authentication.token_cache_ttl {
         authentication.token_cache_ttl = Duration::from_secs(seconds);
     }
+    let etcd_tls = etcd_tls(&cli, file.etcd.as_ref())?;
     let mut endpoints = cli.etcd.clone();
     if endpoints.is_empty() {
         if let Some(etcd) = &file.etcd {
             endpoints.extend(etcd.endpoints.iter().cloned());
             if endpoints.is_empty() {
                 if let Some(host) = &etcd.host {
-                    endpoints.push(format!("http://{host}:{}", etcd.port.unwrap_or(2379)));
+                    let scheme = if etcd_tls.is_some() { "https" } else { "http" };
+                    endpoints.push(format!("{scheme}://{host}:{}", etcd.port.unwrap_or(2379)));
                 }
             }
         }
     }
+    check_etcd_schemes(&endpoints, etcd_tls.is_some())?;
     let data_dir = cli
         .data_dir
         .or(file.store.data_dir.clone())
         .unwrap_or_else(|| PathBuf::from("data"));
     let embedded_options = file.store.embedded_options()?;
     let store = match (file.store.backend.as_deref(), cli.etcd.is_empty()) {
-        (_, false) => StoreChoice::Etcd(endpoints),
+        (_, false) => StoreChoice::Etcd(endpoints, etcd_tls),
         (Some("embedded"), true) => StoreChoice::Embedded(data_dir, embedded_options),
         (Some("etcd"), true) | (None, true) if !endpoints.is_empty() => {
-            StoreChoice::Etcd(endpoints)
+            StoreChoice::Etcd(endpoints, etcd_tls)
         }
         (Some("etcd"), true) => {
             return Err(ConfigError::Unsupported(
@@ -440,7 +502,7 @@ fn settings(cli: Cli) -> Result<Settings, ConfigError> {
             )));
         }
     };
-    if matches!(store, StoreChoice::Etcd(_)) && file.store.has_embedded_settings() {
+    if matches!(store, StoreChoice::Etcd(..)) && file.store.has_embedded_settings() {
         return Err(ConfigError::Unsupported(
             "store.history_events, history_mib, history_seconds and cache_mib are settings of \
              the embedded store, not of etcd"
@@ -729,9 +791,13 @@ async fn open_store(choice: &StoreChoice) -> Result<Arc<dyn Store>, ServerError>
             );
             Arc::new(EmbeddedStore::open_with(path, options.clone())?)
         }
-        StoreChoice::Etcd(endpoints) => {
-            tracing::info!(?endpoints, "using etcd");
-            Arc::new(EtcdStore::connect(endpoints, EtcdOptions::default()).await?)
+        StoreChoice::Etcd(endpoints, tls) => {
+            tracing::info!(?endpoints, tls = tls.is_some(), "using etcd");
+            let options = EtcdOptions {
+                tls: tls.clone(),
+                ..EtcdOptions::default()
+            };
+            Arc::new(EtcdStore::connect(endpoints, options).await?)
         }
     })
 }
@@ -1186,7 +1252,7 @@ mod tests {
         assert_eq!(s.address, "0.0.0.0:9000");
         assert_eq!(
             s.store,
-            StoreChoice::Etcd(vec!["http://10.1.1.1:2379".into()])
+            StoreChoice::Etcd(vec!["http://10.1.1.1:2379".into()], None)
         );
         let s = parse(&[
             "--config",
@@ -1202,8 +1268,99 @@ mod tests {
         assert_eq!(s.address, "0.0.0.0:7000");
         assert_eq!(
             s.store,
-            StoreChoice::Etcd(vec!["http://a:1".into(), "http://b:2".into()])
+            StoreChoice::Etcd(vec!["http://a:1".into(), "http://b:2".into()], None)
         );
+    }
+
+    #[test]
+    fn etcd_tls_settings_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = |name: &str, label: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(
+                &path,
+                format!("-----BEGIN {label}-----\nAA==\n-----END {label}-----\n"),
+            )
+            .unwrap();
+            path.to_str().unwrap().to_owned()
+        };
+        let ca = pem("ca.pem", "CERTIFICATE");
+        let cert = pem("cert.pem", "CERTIFICATE");
+        let key = pem("key.pem", "PRIVATE KEY");
+        let file = dir.path().join("api.yaml");
+        std::fs::write(
+            &file,
+            format!(
+                "etcd:\n  endpoints: [https://e1:2379, https://e2:2379]\n  ca_cert: {ca}\n  \
+                 client_cert: {cert}\n  client_key: {key}\n"
+            ),
+        )
+        .unwrap();
+        let s = parse(&["--config", file.to_str().unwrap()]).unwrap();
+        let StoreChoice::Etcd(endpoints, Some(tls)) = &s.store else {
+            panic!("{:?}", s.store);
+        };
+        assert_eq!(endpoints, &["https://e1:2379", "https://e2:2379"]);
+        assert!(tls.has_client_certificate());
+
+        // Krake's host and port become an https:// endpoint with a CA.
+        std::fs::write(
+            &file,
+            format!("etcd: {{host: e1, port: 2379, ca_cert: {ca}}}\n"),
+        )
+        .unwrap();
+        let s = parse(&["--config", file.to_str().unwrap()]).unwrap();
+        let StoreChoice::Etcd(endpoints, Some(tls)) = &s.store else {
+            panic!("{:?}", s.store);
+        };
+        assert_eq!(endpoints, &["https://e1:2379"]);
+        assert!(!tls.has_client_certificate());
+
+        let s = parse(&["--etcd", "https://a:1", "--etcd-ca", &ca]).unwrap();
+        assert!(matches!(s.store, StoreChoice::Etcd(_, Some(_))));
+        for (args, expected) in [
+            (
+                vec!["--etcd", "http://a:1", "--etcd-ca", &ca],
+                "use https://",
+            ),
+            (vec!["--etcd", "https://a:1"], "no CA is configured"),
+            (
+                vec![
+                    "--etcd",
+                    "https://a:1",
+                    "--etcd-ca",
+                    &ca,
+                    "--etcd-cert",
+                    &cert,
+                ],
+                "needs its key",
+            ),
+            (
+                vec!["--etcd", "http://a:1", "--etcd-key", &key],
+                "needs the CA",
+            ),
+            (
+                vec!["--etcd", "https://a:1", "--etcd-ca", "/no/such.pem"],
+                "cannot read",
+            ),
+            (
+                vec![
+                    "--etcd",
+                    "https://a:1",
+                    "--etcd-ca",
+                    &ca,
+                    "--etcd-cert",
+                    &key,
+                    "--etcd-key",
+                    &key,
+                ],
+                "is not PEM",
+            ),
+        ] {
+            let error = parse(&args).unwrap_err().to_string();
+            assert!(error.contains(expected), "{args:?}: {error}");
+            assert!(!error.contains('\n'), "{error}");
+        }
     }
 
     #[test]

@@ -254,6 +254,23 @@ impl EtcdCluster {
         Ok(self.wait_member_healthy(index, START_TIMEOUT).await?)
     }
 
+    /// Starts several members again at once (members that are down, such
+    /// as two of three, which need each other for a quorum), and waits
+    /// until all are healthy (at most 20 s).
+    pub async fn restart_many(&mut self, indices: &[usize]) -> Result<(), EtcdProcessError> {
+        for &index in indices {
+            if !self.is_running(index) {
+                self.spawn(index)?;
+            }
+        }
+        let deadline = Instant::now() + START_TIMEOUT;
+        for &index in indices {
+            let left = deadline.saturating_duration_since(Instant::now());
+            self.wait_member_healthy(index, left).await?;
+        }
+        Ok(())
+    }
+
     /// Freezes member `index` (SIGSTOP): it keeps its connections open and
     /// answers nothing, like a hung machine.
     pub fn pause(&self, index: usize) {
