@@ -212,7 +212,7 @@ async fn the_leader_killed_under_writes() {
     let (pause, pause_start) = longest_gap(&writes);
     let resumed = writes
         .iter()
-        .filter(|write| write.result.is_ok() && write.done > killed)
+        .filter(|write| write.result.is_ok() && write.sent > killed)
         .map(|write| write.done)
         .min()
         .expect("writes resumed after the kill");
