@@ -192,8 +192,9 @@ async fn the_leader_killed_under_writes() {
     let writers = spawn_writers(&store, 4, begin + Duration::from_secs(8));
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let leader = cluster.wait_leader().await.unwrap();
-    let killed = Instant::now();
     cluster.kill(leader);
+    // After the process was reaped: no answer from it after this.
+    let killed = Instant::now();
     eprintln!(
         "killed leader {leader} ({}) at {:?}",
         cluster.endpoint(leader),
@@ -256,6 +257,100 @@ async fn the_leader_killed_under_writes() {
         ended.load(Ordering::SeqCst) >= 1,
         "the watch on the leader did not end when it died"
     );
+    watcher.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_leader_is_routed_around() {
+    let cluster = EtcdCluster::start(3)
+        .await
+        .expect("a 3-member etcd cluster");
+    let store = EtcdStore::connect(&cluster.endpoints(), EtcdOptions::default())
+        .await
+        .unwrap();
+    let start = store.revision().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let ended = Arc::new(AtomicUsize::new(0));
+    let watcher = spawn_watcher(&store, start, seen.clone(), ended);
+
+    // Open-loop load, as from many independent clients: a create every
+    // 10 ms whatever became of the earlier ones.
+    let begin = Instant::now();
+    let load = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut creates = Vec::new();
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            for n in 0..700 {
+                tick.tick().await;
+                let store = store.clone();
+                creates.push(tokio::spawn(async move {
+                    let key = format!("{PREFIX}open-{n:05}");
+                    let sent = Instant::now();
+                    let result = store.create(&key, Bytes::from_static(b"{}")).await;
+                    Write {
+                        key,
+                        sent,
+                        done: Instant::now(),
+                        result,
+                    }
+                }));
+            }
+            creates
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let leader = cluster.wait_leader().await.unwrap();
+    cluster.pause(leader);
+    // After the signal was sent: no answer from the leader after this.
+    let frozen = Instant::now();
+    eprintln!("froze leader {leader} at {:?}", frozen - begin);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cluster.resume(leader);
+    eprintln!("resumed it at {:?}", begin.elapsed());
+
+    let mut writes = Vec::new();
+    for create in load.await.unwrap() {
+        writes.push(create.await.unwrap());
+    }
+    let (pause, _) = longest_gap(&writes);
+    let resumed = writes
+        .iter()
+        .filter(|write| write.result.is_ok() && write.sent > frozen)
+        .map(|write| write.done)
+        .min()
+        .expect("writes resumed after the freeze");
+    let failures: Vec<&Write> = writes
+        .iter()
+        .filter(|write| write.result.is_err())
+        .collect();
+    eprintln!(
+        "WRITE PAUSE {pause:?}; first write sent after the freeze acknowledged {:?} after it; \
+         {} writes, {} failed",
+        resumed - frozen,
+        writes.len(),
+        failures.len()
+    );
+    for failure in &failures {
+        assert!(
+            matches!(failure.result, Err(StoreError::Unavailable { .. })),
+            "{failure:?}"
+        );
+        assert!(
+            failure.sent < resumed,
+            "a write sent after writes resumed failed: {failure:?}"
+        );
+    }
+    if let Some(failure) = failures.first() {
+        eprintln!(
+            "  for example, after {:?}: {:?}",
+            failure.done - failure.sent,
+            failure.result
+        );
+    }
+    assert!(pause < Duration::from_secs(10), "writes paused {pause:?}");
+    check_nothing_lost(&store, &writes, &seen).await;
     watcher.abort();
 }
 
