@@ -1,6 +1,6 @@
 //! A client of several API replicas: reads and writes move to the next
-//! endpoint when a connection cannot be made, a write that may have been
-//! sent is not repeated, the write guard is asked again before a failover
+//! endpoint when a connection cannot be made, reads and watches also when
+//! an endpoint stays silent, a write that may have been sent is not repeated, the write guard is asked again before a failover
 //! attempt, and a watch resumes on the next replica without missing or
 //! repeating an event.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -280,4 +280,58 @@ async fn a_watch_resumes_on_the_next_replica() {
     if let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(500), events.next()).await {
         panic!("unexpected event {event:?}");
     }
+}
+
+/// A server that accepts connections and never answers (a hung replica).
+async fn silent_server() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    address
+}
+
+#[tokio::test]
+async fn a_silent_endpoint_times_out_reads_and_watches_move_on_writes_do_not() {
+    let silent = silent_server().await;
+    let (live, counts) = counting_server().await;
+    let endpoints = [format!("http://{silent}"), format!("http://{live}")];
+    let build = || {
+        Client::builder("http://unused")
+            .endpoints(endpoints.clone())
+            .request_timeout(Duration::from_millis(300))
+            .build()
+            .unwrap()
+    };
+
+    let started = Instant::now();
+    roles(build()).get("r").await.unwrap();
+    println!(
+        "read failed over from a silent endpoint in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(counts.reads.load(Ordering::SeqCst), 1);
+
+    let err = roles(build()).create(&role()).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Transport(e) if e.is_timeout()),
+        "{err:?}"
+    );
+    assert_eq!(counts.writes.load(Ordering::SeqCst), 0, "not repeated");
+
+    // A watch's headers do not come from the silent one: it starts on the
+    // live one (the counting server's list answers no items).
+    let client = build();
+    let mut events = Box::pin(roles(client.clone()).watch(WatchConfig::default()));
+    let first = tokio::time::timeout(Duration::from_secs(10), events.next())
+        .await
+        .expect("a first event within 10 s")
+        .unwrap()
+        .unwrap();
+    assert!(matches!(first, WatchEvent::Restarted(ref all) if all.is_empty()));
+    assert_eq!(client.current_endpoint().port(), Some(live.port()));
 }
