@@ -350,7 +350,9 @@ impl Client {
         }
     }
 
-    /// Sends a request and decodes its JSON answer.
+    /// Sends a request and decodes its JSON answer, failing over between
+    /// endpoints as [`ClientBuilder::endpoints`] describes (a read whose
+    /// answer breaks off while its body is read is repeated too).
     pub(crate) async fn send<T: DeserializeOwned>(
         &self,
         method: Method,
