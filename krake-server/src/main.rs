@@ -1364,6 +1364,20 @@ mod tests {
     }
 
     #[test]
+    fn the_ha_example_configuration_is_valid() {
+        let path = format!("{}/../config/ha/api.yaml", env!("CARGO_MANIFEST_DIR"));
+        let file = FileConfig::load(std::path::Path::new(&path)).unwrap();
+        let etcd = file.etcd.unwrap();
+        assert_eq!(etcd.endpoints.len(), 3);
+        assert!(etcd.endpoints.iter().all(|e| e.starts_with("https://")));
+        assert!(etcd.ca_cert.is_some() && etcd.client_cert.is_some());
+        assert!(etcd.client_key.is_some());
+        // The certificates are not here: the one-line error names the CA.
+        let error = parse(&["--config", &path]).unwrap_err().to_string();
+        assert!(error.contains("etcd-ca.pem"), "{error}");
+    }
+
+    #[test]
     fn controllers_run_unless_switched_off() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("api.yaml");

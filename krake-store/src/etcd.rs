@@ -33,25 +33,53 @@
 //! could not give the previous key-value (it was compacted away in the
 //! meantime) the value is empty and the `create_revision` is 0.
 //!
+//! # A cluster: failover
+//!
+//! Give every member of the cluster. The store keeps one connection per
+//! member and sends each request to the member that is the Raft leader,
+//! learnt from the members' status in the background (`src/etcd/endpoints.rs`
+//! states the rules):
+//!
+//! - a member that cannot be reached leaves the rotation at once and comes
+//!   back when a background probe (every 500 ms) finds it healthy, so after
+//!   a member dies the others serve every request;
+//! - while the cluster elects a new leader, requests are held (up to
+//!   [`EtcdOptions::retry_budget`]) and sent to the new leader, instead of
+//!   failing or waiting on a follower that has not noticed its leader is
+//!   gone; the pause is about etcd's election (1 to 2.5 s with etcd's
+//!   default timing, measured in `tests/etcd_cluster.rs`);
+//! - a request is sent again only when that is safe: a read always, a
+//!   write only when it certainly was not applied (no connection could be
+//!   made, or a member refused it for want of a leader). A write whose fate
+//!   is unknown (the connection broke after it was sent, or it timed out)
+//!   fails with [`StoreError::Unavailable`], so a create that did happen
+//!   never comes back as [`StoreError::AlreadyExists`]; such a write may
+//!   have been applied (a watch sees it then).
+//! - When no member can be reached at all, requests fail at once.
+//!
+//! `https://` endpoints use [`EtcdOptions::tls`] ([`EtcdTls`]: the CA and a
+//! client certificate), over rustls with aws-lc-rs.
+//!
 //! # Errors and guarantees
 //!
-//! - Every request, including the set-up of a watch, is bounded by
-//!   [`EtcdOptions::request_timeout`]; a request that does not complete in
-//!   time, a refused or lost connection, and etcd's own "unavailable" answers
-//!   (no leader, request timed out, too many requests) are
-//!   [`StoreError::Unavailable`]. Nothing hangs.
-//! - [`EtcdStore::connect`] does not talk to etcd: the connection is made
-//!   lazily and re-made by itself (by `tonic`) after etcd restarts, so a
-//!   server can start before etcd, answer "unavailable" meanwhile, and
+//! - Every request, including the set-up of a watch and any wait for a
+//!   leader, is bounded by [`EtcdOptions::request_timeout`]; a request that
+//!   does not complete in time, a refused or lost connection, and etcd's
+//!   own "unavailable" answers (no leader, request timed out, too many
+//!   requests) are [`StoreError::Unavailable`]. Nothing hangs.
+//! - [`EtcdStore::connect`] does not talk to etcd: connections are made
+//!   lazily and re-made by themselves (by `tonic`) after etcd restarts, so
+//!   a server can start before etcd, answer "unavailable" meanwhile, and
 //!   recover without being restarted.
 //! - Reading a compacted revision ([`ListOptions::revision`], or a watch
 //!   `after` older than etcd keeps) is [`StoreError::Compacted`] with the
 //!   oldest revision etcd can still serve (for a list, found with one extra
 //!   watch request; best effort). A watch reports it as the first item of
 //!   its stream, or later if the watch fell behind a compaction.
-//! - A watch stream ends after an error: once etcd goes away the stream
-//!   yields one [`StoreError::Unavailable`] and ends; the caller resumes with
-//!   a new watch from the last revision it saw. HTTP/2 keep-alive pings
+//! - A watch stream ends after an error: once its member goes away (or
+//!   loses its leader) the stream yields one [`StoreError::Unavailable`]
+//!   and ends; the caller resumes with a new watch from the last revision
+//!   it saw, which goes to a healthy member. HTTP/2 keep-alive pings
 //!   ([`EtcdOptions::keep_alive_interval`]) detect a peer that vanished
 //!   without closing the connection.
 //! - Requests carry etcd's "require leader" flag, so a member cut off from
@@ -234,7 +262,7 @@ impl EtcdStore {
     }
 
     /// Runs one etcd request through the endpoint pool (failing over and
-    /// holding during elections, see [`endpoints`]): etcd's answer and the
+    /// holding during elections, see `endpoints`): etcd's answer and the
     /// endpoint that gave it.
     async fn request<T, F, Fut>(
         &self,
