@@ -418,8 +418,13 @@ impl Controllers {
         let mut electors: Vec<JoinHandle<()>> = Vec::new();
         for (spec, elector) in self.specs {
             let name = spec.kind().name();
-            let leader = match elector {
+            // Under leader election the controller writes through a client
+            // fenced by its elector (no write once its lease ran out, even
+            // before the campaign notices); the elector keeps the unguarded
+            // client for the lease itself.
+            let (leader, own_reflectors) = match elector {
                 Some(elector) => {
+                    let fenced = self.client.with_write_guard(elector.write_guard());
                     let config = elector.config();
                     tracing::info!(
                         controller = name,
@@ -434,11 +439,11 @@ impl Controllers {
                         self.metrics.clone(),
                     ));
                     electors.push(tokio::spawn(elector.run(campaigns.clone())));
-                    Some(leading)
+                    (Some(leading), reflectors.with_client(fenced))
                 }
                 None => {
                     self.metrics.set_leader(name, true);
-                    None
+                    (None, reflectors.clone())
                 }
             };
             let handle = match spec {
@@ -448,8 +453,8 @@ impl Controllers {
                         workers = config.workers,
                         "controller started"
                     );
-                    let mut gc =
-                        GarbageCollector::new(&reflectors, config).metrics(self.metrics.clone());
+                    let mut gc = GarbageCollector::new(&own_reflectors, config)
+                        .metrics(self.metrics.clone());
                     if let Some(leader) = leader {
                         gc = gc.leader(leader);
                     }
@@ -465,7 +470,7 @@ impl Controllers {
                         "controller started"
                     );
                     let mut scheduler =
-                        Scheduler::new(&reflectors, config).metrics(self.metrics.clone());
+                        Scheduler::new(&own_reflectors, config).metrics(self.metrics.clone());
                     if let Some(leader) = leader {
                         scheduler = scheduler.leader(leader);
                     }
@@ -481,7 +486,7 @@ impl Controllers {
                         list_timeout = ?config.list_timeout,
                         "controller started"
                     );
-                    let mut applications = ApplicationController::new(&reflectors, config)
+                    let mut applications = ApplicationController::new(&own_reflectors, config)
                         .metrics(self.metrics.clone());
                     if let Some(leader) = leader {
                         applications = applications.leader(leader);
@@ -496,8 +501,8 @@ impl Controllers {
                         request_timeout = ?config.timeouts.request,
                         "controller started"
                     );
-                    let mut clusters =
-                        ClusterController::new(&reflectors, config).metrics(self.metrics.clone());
+                    let mut clusters = ClusterController::new(&own_reflectors, config)
+                        .metrics(self.metrics.clone());
                     if let Some(leader) = leader {
                         clusters = clusters.leader(leader);
                     }
