@@ -109,11 +109,14 @@ pub enum ProcessError {
 
 impl ProcessError {
     /// True if the process failed because a port it was given was taken
-    /// (its log says `address already in use`): other ports may work.
+    /// (its log says `address already in use`, in any case, as etcd and
+    /// the operating system's own message spell it): other ports may work.
     pub fn is_port_taken(&self) -> bool {
         match self {
             ProcessError::Exited { log_tail, .. } | ProcessError::Timeout { log_tail, .. } => {
-                log_tail.contains("address already in use")
+                log_tail
+                    .to_ascii_lowercase()
+                    .contains("address already in use")
             }
             ProcessError::NotInstalled { .. } | ProcessError::Io { .. } => false,
         }
