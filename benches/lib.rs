@@ -20,6 +20,7 @@ pub mod kubernetes_suite;
 pub mod model_suite;
 pub mod process_stats;
 pub mod scheduler_suite;
+pub mod soak_suite;
 pub mod store_suite;
 
 use std::hint::black_box;
