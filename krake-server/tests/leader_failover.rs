@@ -410,6 +410,14 @@ fn writes(log: &Log) -> Vec<Write> {
     log.lock().unwrap().clone()
 }
 
+/// Every work write (not of the lease), in the order they reached the
+/// proxies.
+fn all_work(log: &Log) -> Vec<Write> {
+    let mut work: Vec<Write> = writes(log).into_iter().filter(|w| !w.is_lease()).collect();
+    work.sort_by_key(|w| w.sent);
+    work
+}
+
 /// The work writes (not of the lease) of `replica`, in the order they
 /// reached the proxy.
 fn work_of(log: &Log, replica: usize) -> Vec<Write> {
@@ -431,13 +439,12 @@ async fn eventually<T>(what: &str, within: Duration, mut probe: impl FnMut() -> 
     }
 }
 
-/// The first replica with a work write, and that write.
-async fn first_worker(log: &Log, within: Duration) -> (usize, Write) {
-    let first = eventually("a leader's first write", within, || {
+/// Waits for the first work write: a replica leads and works.
+async fn first_work(log: &Log, within: Duration) {
+    eventually("a leader's first write", within, || {
         writes(log).into_iter().find(|w| !w.is_lease())
     })
     .await;
-    (first.replica, first)
 }
 
 /// Checks the turns: every work write reached the proxy while the last
@@ -499,18 +506,15 @@ async fn killed_leader() {
     let world = World::start().await;
     let (mut replicas, log, _proxies) = replicas(dir.path(), &world.api.url(), 3).await;
 
-    let (leader, _) = first_worker(&log, Duration::from_secs(30)).await;
-    // Let it work a while; the standbys must not write meanwhile.
-    eventually(
-        "the leader to bind 10 applications",
-        Duration::from_secs(20),
-        || (work_of(&log, leader).len() >= 10).then_some(()),
-    )
+    first_work(&log, Duration::from_secs(30)).await;
+    eventually("10 applications bound", Duration::from_secs(20), || {
+        (all_work(&log).len() >= 10).then_some(())
+    })
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    for standby in (0..3).filter(|r| *r != leader) {
-        assert!(work_of(&log, standby).is_empty(), "standby {standby} wrote");
-    }
+    // The leader is whoever wrote last (a busy machine may have made an
+    // earlier leader miss its renewals; the turns are checked below).
+    let leader = all_work(&log).last().unwrap().replica;
 
     replicas[leader].child.kill().unwrap();
     let killed = Instant::now();
@@ -521,9 +525,9 @@ async fn killed_leader() {
         "a standby to take over and write",
         Duration::from_secs(30),
         || {
-            writes(&log)
+            all_work(&log)
                 .into_iter()
-                .find(|w| w.replica != leader && !w.is_lease())
+                .find(|w| w.replica != leader && w.sent > killed)
                 .map(|w| (w.replica, w))
         },
     )
@@ -561,11 +565,7 @@ async fn killed_leader() {
     let turns = check_turns(&all);
     println!("turns (replica, work writes): {turns:?}");
     assert!(turns.len() >= 2, "{turns:?}");
-    assert_eq!(turns[0].0, leader);
-    assert!(
-        turns.iter().skip(1).all(|(replica, _)| *replica != leader),
-        "{turns:?}"
-    );
+    assert_eq!(turns.last().map(|t| t.0), Some(next), "{turns:?}");
     let lease_writes = all.iter().filter(|w| w.is_lease()).count();
     println!(
         "{} writes logged, {lease_writes} of them of the lease",
@@ -595,13 +595,10 @@ async fn paused_leader() {
     let world = World::start().await;
     let (replicas, log, _proxies) = replicas(dir.path(), &world.api.url(), 2).await;
 
-    let (leader, _) = first_worker(&log, Duration::from_secs(30)).await;
-    let standby = 1 - leader;
-    eventually(
-        "the leader to bind 10 applications",
-        Duration::from_secs(20),
-        || (work_of(&log, leader).len() >= 10).then_some(()),
-    )
+    first_work(&log, Duration::from_secs(30)).await;
+    eventually("10 applications bound", Duration::from_secs(20), || {
+        (all_work(&log).len() >= 10).then_some(())
+    })
     .await;
     world.burst("burst", 40, "FR").await;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -617,16 +614,13 @@ async fn paused_leader() {
     eventually(
         "the leader to rebind the backlog",
         Duration::from_secs(20),
-        || {
-            (work_of(&log, leader)
-                .iter()
-                .filter(|w| rebinding(w))
-                .count()
-                >= 3)
-                .then_some(())
-        },
+        || (all_work(&log).iter().filter(|w| rebinding(w)).count() >= 3).then_some(()),
     )
     .await;
+    // The leader is whoever wrote last (a busy machine may have made an
+    // earlier leader miss its renewals; the turns are checked below).
+    let leader = all_work(&log).last().unwrap().replica;
+    let standby = 1 - leader;
     replicas[leader].signal("-STOP");
     let stopped = Instant::now();
     let before_stop = work_of(&log, leader).len();
@@ -634,7 +628,11 @@ async fn paused_leader() {
     let first = eventually(
         "the standby to take over and write",
         Duration::from_secs(30),
-        || work_of(&log, standby).first().cloned(),
+        || {
+            work_of(&log, standby)
+                .into_iter()
+                .find(|w| w.sent > stopped)
+        },
     )
     .await;
     let takeover = first.sent - stopped;
@@ -690,7 +688,6 @@ async fn paused_leader() {
     let all = writes(&log);
     let turns = check_turns(&all);
     println!("turns (replica, work writes): {turns:?}; {bound} applications bound");
-    assert_eq!(turns.first().map(|t| t.0), Some(leader), "{turns:?}");
     assert_eq!(turns.last().map(|t| t.0), Some(standby), "{turns:?}");
     let holder = world.lease_holder().await.unwrap();
     assert!(
