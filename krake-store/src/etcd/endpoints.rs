@@ -534,3 +534,125 @@ async fn probe_loop(pool: Weak<Pool>, wake: Arc<Notify>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// A pool of `n` members on ports nobody listens on (no connection is
+    /// made until a request), with the prober's findings set by hand.
+    async fn pool(n: usize) -> Arc<Pool> {
+        let endpoints: Vec<String> = (0..n)
+            .map(|i| format!("http://127.0.0.1:{}", 9 + i))
+            .collect();
+        Pool::connect(&endpoints, &EtcdOptions::default())
+            .await
+            .unwrap()
+    }
+
+    fn set(pool: &Pool, states: &[(Option<bool>, Option<u64>, Option<u64>, u64)]) {
+        let mut current = pool.states();
+        for (state, &(reachable, member_id, leader_id, raft_term)) in current.iter_mut().zip(states)
+        {
+            *state = MemberState {
+                reachable,
+                member_id,
+                leader_id,
+                raft_term,
+                last_error: None,
+            };
+        }
+    }
+
+    fn target(pool: &Pool) -> Option<usize> {
+        match pool.route() {
+            Route::To(index) => Some(index),
+            Route::Hold(_) | Route::Down => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_go_to_the_leader() {
+        let pool = pool(3).await;
+        // Before any probe: any member.
+        set(&pool, &[(None, None, None, 0); 3]);
+        assert!(target(&pool).is_some());
+        // Member 1 leads.
+        set(
+            &pool,
+            &[
+                (Some(true), Some(10), Some(11), 2),
+                (Some(true), Some(11), Some(11), 2),
+                (Some(true), Some(12), Some(11), 2),
+            ],
+        );
+        for _ in 0..5 {
+            assert_eq!(target(&pool), Some(1));
+        }
+        // Two claim to lead (one was cut off): the newer term wins.
+        set(
+            &pool,
+            &[
+                (Some(true), Some(10), Some(10), 2),
+                (Some(true), Some(11), Some(11), 3),
+                (Some(true), Some(12), Some(11), 3),
+            ],
+        );
+        assert_eq!(target(&pool), Some(1));
+    }
+
+    #[tokio::test]
+    async fn an_election_holds_and_a_dead_cluster_is_down() {
+        let pool = pool(3).await;
+        // The leader (11) is down; the others still name it, or none.
+        set(
+            &pool,
+            &[
+                (Some(true), Some(10), Some(11), 2),
+                (Some(false), Some(11), Some(11), 2),
+                (Some(true), Some(12), Some(0), 3),
+            ],
+        );
+        assert!(matches!(pool.route(), Route::Hold(_)), "{:?}", pool.route());
+        set(&pool, &[(Some(false), None, None, 0); 3]);
+        assert!(matches!(pool.route(), Route::Down));
+    }
+
+    #[tokio::test]
+    async fn a_leader_without_an_endpoint_is_reached_through_the_others() {
+        let pool = pool(2).await;
+        // Leader 99 is a member this pool was not given.
+        set(
+            &pool,
+            &[
+                (Some(true), Some(10), Some(99), 2),
+                (Some(true), Some(11), Some(99), 2),
+            ],
+        );
+        let targets: std::collections::HashSet<_> = (0..4).map(|_| target(&pool)).collect();
+        assert_eq!(targets.len(), 2, "round-robin over both: {targets:?}");
+    }
+
+    #[tokio::test]
+    async fn all_down_tries_each_member_once_then_fails_at_once() {
+        let pool = pool(2).await;
+        let started = std::time::Instant::now();
+        let result = pool
+            .run(
+                Kind::Write,
+                &|| "a test".to_owned(),
+                |mut client| async move { client.put("k", "v", None).await },
+            )
+            .await;
+        let Err(RunError::Store(StoreError::Unavailable { message })) = result else {
+            panic!("{result:?}");
+        };
+        assert!(
+            message.contains("no etcd member can be reached"),
+            "{message}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+}
