@@ -552,7 +552,10 @@ mod tests {
             .unwrap()
     }
 
-    fn set(pool: &Pool, states: &[(Option<bool>, Option<u64>, Option<u64>, u64)]) {
+    /// Reachable, member id, leader id, Raft term.
+    type Finding = (Option<bool>, Option<u64>, Option<u64>, u64);
+
+    fn set(pool: &Pool, states: &[Finding]) {
         let mut current = pool.states();
         for (state, &(reachable, member_id, leader_id, raft_term)) in current.iter_mut().zip(states)
         {
