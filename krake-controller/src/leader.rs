@@ -94,6 +94,9 @@
 //!   already on its way when leadership ends may still land. Keep
 //!   reconciles idempotent and prefer writes conditional on a
 //!   `resource_version`.
+//! - Only writes through the fenced Krake client are fenced: a controller's
+//!   writes elsewhere (to Kubernetes clusters, say) are not, and rely on
+//!   [`is_leader`] alone.
 //! - A late renewal may land after the leader stepped down; the lease then
 //!   names this replica, which takes it back at its next attempt (a
 //!   conditional write, so safe) or lets it expire.
