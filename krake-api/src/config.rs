@@ -140,6 +140,19 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// The `Access-Control-Allow-Origin` for browsers (Krake: `*`).
     pub cors_origin: String,
+    /// Beyond Krake: how long a connection's write may stay blocked (its
+    /// client reading nothing) before the connection is closed, when the
+    /// listener is wrapped in [`CutSlowClients`](crate::slow_clients::CutSlowClients).
+    /// Progress restarts the clock: a client that reads is never cut, and
+    /// idle watches are not writes. Zero turns the cut off.
+    pub write_timeout: Duration,
+    /// Beyond Krake: the kernel send buffer of accepted connections in
+    /// bytes (`SO_SNDBUF`), for listeners bound with
+    /// [`slow_clients::bind`](crate::slow_clients::bind); `None` leaves it
+    /// to the kernel's autotuning (up to `net.ipv4.tcp_wmem`'s maximum, 4 MiB
+    /// by default). It bounds what a client that stopped reading holds in
+    /// the kernel before its writes block and the write timeout counts.
+    pub send_buffer_bytes: Option<usize>,
 }
 
 impl Default for ApiConfig {
@@ -155,6 +168,8 @@ impl Default for ApiConfig {
             transaction_retries: 8,
             max_body_bytes: 16 * 1024 * 1024,
             cors_origin: "*".to_owned(),
+            write_timeout: Duration::from_secs(30),
+            send_buffer_bytes: None,
         }
     }
 }

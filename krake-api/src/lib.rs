@@ -47,6 +47,7 @@ pub mod problem;
 pub mod rbac;
 pub mod routes;
 pub mod selector;
+pub mod slow_clients;
 pub mod state;
 #[cfg(feature = "testing")]
 pub mod testing;

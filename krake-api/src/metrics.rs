@@ -1,5 +1,6 @@
 //! Prometheus metrics of the API: requests by route, method and status,
-//! request latency, open watch streams, and store latency by operation.
+//! request latency, open watch streams, slow clients cut off, and store
+//! latency by operation.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
@@ -31,6 +32,11 @@ struct RouteLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CutLabels {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct StoreLabels {
     operation: &'static str,
     outcome: &'static str,
@@ -48,6 +54,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     open_watches: Gauge<i64, AtomicI64>,
+    slow_clients_cut: Family<CutLabels, Counter>,
     store_latency: Family<StoreLabels, Histogram, fn() -> Histogram>,
 }
 
@@ -66,6 +73,7 @@ impl Metrics {
             latency_histogram,
         );
         let open_watches = Gauge::<i64, AtomicI64>::default();
+        let slow_clients_cut = Family::<CutLabels, Counter>::default();
         let store_latency =
             Family::<StoreLabels, Histogram, fn() -> Histogram>::new_with_constructor(
                 latency_histogram,
@@ -86,6 +94,13 @@ impl Metrics {
             open_watches.clone(),
         );
         registry.register(
+            "slow_clients_cut",
+            "Connections and watch streams cut off because their client did not keep up, by \
+             reason (write_timeout: it read nothing for the write timeout; watch_lagged: its \
+             watch fell too many events behind)",
+            slow_clients_cut.clone(),
+        );
+        registry.register(
             "store_operation_duration_seconds",
             "Store operation latency by operation and outcome",
             store_latency.clone(),
@@ -95,6 +110,7 @@ impl Metrics {
             requests,
             latency,
             open_watches,
+            slow_clients_cut,
             store_latency,
         }
     }
@@ -117,6 +133,20 @@ impl Metrics {
     /// The number of open watch streams.
     pub fn open_watches(&self) -> i64 {
         self.open_watches.get()
+    }
+
+    /// Counts a client cut off for `reason` (`write_timeout`, `watch_lagged`).
+    pub fn slow_client_cut(&self, reason: &'static str) {
+        self.slow_clients_cut
+            .get_or_create(&CutLabels { reason })
+            .inc();
+    }
+
+    /// How many clients were cut off for `reason` so far.
+    pub fn slow_clients_cut(&self, reason: &'static str) -> u64 {
+        self.slow_clients_cut
+            .get_or_create(&CutLabels { reason })
+            .get()
     }
 
     fn record_request(&self, route: &str, method: &str, code: u16, seconds: f64) {

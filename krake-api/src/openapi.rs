@@ -50,6 +50,20 @@ fn operation(
 ) -> Value {
     let mut responses = errors(codes);
     responses.insert("200".to_owned(), ok);
+    // What any request with parameters or a body may get.
+    if !params.is_empty() {
+        responses
+            .entry("400")
+            .or_insert_with(|| problem("Malformed path or query"));
+    }
+    if body.is_some() {
+        responses
+            .entry("413")
+            .or_insert_with(|| problem("Body too large"));
+        responses
+            .entry("415")
+            .or_insert_with(|| problem("Not JSON"));
+    }
     let mut op = json!({
         "operationId": format!("{id}{}", kind.kind),
         "tags": [kind.api],
@@ -113,7 +127,12 @@ fn build() -> Value {
         } else {
             kind.collection_path(None)
         };
-        let list_ok = json_response("The objects, or a watch stream", schema_ref(kind.list_kind));
+        let mut list_ok =
+            json_response("The objects, or a watch stream", schema_ref(kind.list_kind));
+        list_ok["content"]["application/x-ndjson"] = json!({"schema": {
+            "type": "string",
+            "description": "With `watch`: one `{\"type\": ..., \"object\": ...}` line per change, empty lines as heartbeats",
+        }});
         let mut collection_ops = Map::new();
         collection_ops.insert(
             "get".into(),
@@ -208,7 +227,7 @@ fn build() -> Value {
         json!({"get": {"operationId": "healthz", "responses": {"200": plain("Alive")}}}),
     );
     paths.insert("/readyz".into(), json!({"get": {"operationId": "readyz", "responses": {"200": plain("The store answers"), "503": problem("The store does not answer")}}}));
-    paths.insert("/metrics".into(), json!({"get": {"operationId": "metrics", "responses": {"200": {"description": "Prometheus metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}}}}));
+    paths.insert("/metrics".into(), json!({"get": {"operationId": "metrics", "responses": {"200": {"description": "Prometheus metrics", "content": {"application/openmetrics-text": {"schema": {"type": "string"}}}}}}}));
 
     let mut schemas = registry::component_schemas();
     schemas.insert(

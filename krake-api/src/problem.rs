@@ -272,6 +272,51 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The longest plain-text error body [`problem_bodies`] keeps as the detail.
+const MAX_REJECTION_TEXT: usize = 1024;
+
+/// Middleware (`axum::middleware::map_response`): an error answer that is
+/// not a problem yet (axum's extractor rejections, such as 413 for a body
+/// over the limit or 400 for a path that is not UTF-8, are plain text)
+/// becomes Krake's problem body with the same status, its text as detail.
+pub async fn problem_bodies(response: Response) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let content_type = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("");
+    if content_type.starts_with("application/problem+json") {
+        return response;
+    }
+    let plain_text = content_type.starts_with("text/plain");
+    let (parts, body) = response.into_parts();
+    let text = if plain_text {
+        axum::body::to_bytes(body, MAX_REJECTION_TEXT)
+            .await
+            .ok()
+            .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_owned())
+            .filter(|text| !text.is_empty())
+    } else {
+        None
+    };
+    let error = match text {
+        Some(text) => ApiError::http_detail(parts.status, text),
+        None => ApiError::http(parts.status),
+    };
+    let mut answer = error.into_response();
+    // Keep what else the answer said (e.g. `Allow` of a 405).
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            answer.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    answer
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

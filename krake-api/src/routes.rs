@@ -6,7 +6,7 @@ use axum::Extension;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::middleware::from_fn_with_state;
+use axum::middleware::{from_fn_with_state, map_response};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use krake_data::registry;
@@ -17,12 +17,13 @@ use crate::authentication::authenticate;
 use crate::handlers::subresource::SubresourceRef;
 use crate::handlers::{KindRef, crud, meta, subresource};
 use crate::metrics::track;
-use crate::problem::ApiError;
+use crate::problem::{ApiError, problem_bodies};
 use crate::state::ApiState;
 
 /// The API's router over `state`: Krake's routes (section 2.1 of the
 /// reference) for every kind of the registry, `/`, `/me`, `/release`, and
 /// beyond Krake `/openapi.json`, `/metrics`, `/healthz` and `/readyz`.
+/// Every error answer is a problem body, axum's own rejections included.
 pub fn router(state: ApiState) -> Router {
     let mut api = Router::new();
     for &kind in registry::ALL {
@@ -75,6 +76,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(public)
         .fallback(|| async { ApiError::http(StatusCode::NOT_FOUND) })
         .method_not_allowed_fallback(|| async { ApiError::http(StatusCode::METHOD_NOT_ALLOWED) })
+        .layer(map_response(problem_bodies))
         .layer(from_fn_with_state(state.metrics().clone(), track))
         .layer(DefaultBodyLimit::max(state.config().max_body_bytes))
         .layer(CatchPanicLayer::custom(panic_response))

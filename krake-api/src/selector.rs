@@ -8,6 +8,13 @@
 use krake_data::LabelConstraint;
 use krake_data::metadata::Labels;
 
+/// The longest selector accepted, in bytes (a selector is matched against
+/// every object of a list and every event of a watch).
+pub const MAX_SELECTOR_BYTES: usize = 16 * 1024;
+
+/// The most constraints a selector may hold.
+pub const MAX_CONSTRAINTS: usize = 256;
+
 /// A parsed label selector.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LabelSelector {
@@ -17,6 +24,12 @@ pub struct LabelSelector {
 impl LabelSelector {
     /// Parses a selector; the error names the constraint that failed.
     pub fn parse(text: &str) -> Result<Self, String> {
+        if text.len() > MAX_SELECTOR_BYTES {
+            return Err(format!(
+                "Invalid label selector: {} bytes long, at most {MAX_SELECTOR_BYTES} are accepted",
+                text.len()
+            ));
+        }
         let mut constraints = Vec::new();
         let mut depth = 0usize;
         let mut start = 0usize;
@@ -33,6 +46,12 @@ impl LabelSelector {
             }
         }
         parts.push(&text[start..]);
+        if parts.len() > MAX_CONSTRAINTS {
+            return Err(format!(
+                "Invalid label selector: {} constraints, at most {MAX_CONSTRAINTS} are accepted",
+                parts.len()
+            ));
+        }
         for part in parts {
             let part = part.trim();
             if part.is_empty() {
@@ -79,5 +98,16 @@ mod tests {
             err.starts_with("Invalid label selector \"zone in (\""),
             "{err}"
         );
+    }
+
+    #[test]
+    fn huge_selectors_are_refused() {
+        let many = vec!["a=b"; MAX_CONSTRAINTS + 1].join(",");
+        let err = LabelSelector::parse(&many).unwrap_err();
+        assert!(err.contains("constraints"), "{err}");
+        assert!(LabelSelector::parse(&vec!["a=b"; MAX_CONSTRAINTS].join(",")).is_ok());
+        let long = format!("a in ({})", "b,".repeat(MAX_SELECTOR_BYTES));
+        let err = LabelSelector::parse(&long).unwrap_err();
+        assert!(err.contains("bytes"), "{err}");
     }
 }

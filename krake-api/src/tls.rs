@@ -48,6 +48,8 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
+use crate::slow_clients::CutSlowClients;
+
 /// How long a client may take to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -151,6 +153,21 @@ impl Connected<IncomingStream<'_, TlsListener>> for PeerInfo {
 
 impl Connected<IncomingStream<'_, TcpListener>> for PeerInfo {
     fn connect_info(stream: IncomingStream<'_, TcpListener>) -> Self {
+        PeerInfo {
+            remote: *stream.remote_addr(),
+            common_name: None,
+        }
+    }
+}
+
+impl Connected<IncomingStream<'_, CutSlowClients<TlsListener>>> for PeerInfo {
+    fn connect_info(stream: IncomingStream<'_, CutSlowClients<TlsListener>>) -> Self {
+        stream.remote_addr().clone()
+    }
+}
+
+impl Connected<IncomingStream<'_, CutSlowClients<TcpListener>>> for PeerInfo {
+    fn connect_info(stream: IncomingStream<'_, CutSlowClients<TcpListener>>) -> Self {
         PeerInfo {
             remote: *stream.remote_addr(),
             common_name: None,

@@ -194,6 +194,16 @@ pub async fn list(
         None => None,
     };
     let store = state.store().clone();
+    if let Some(token) = &token {
+        // A token names a revision the store has served; one from the future
+        // (forged or garbled) is the client's error, not the store's.
+        if token.revision < 0 || token.revision > store.revision().await? {
+            return Err(ApiError::http_detail(
+                StatusCode::BAD_REQUEST,
+                "Invalid continue token.",
+            ));
+        }
+    }
     let prefix = kind.prefix(target.ns());
     let first_page = next_page_size(0, 0);
     let options = ListOptions {

@@ -96,7 +96,7 @@ pub async fn watch(
             futures::future::ready(Some(keep.then_some(item)))
         })
         .filter_map(futures::future::ready);
-    let body = ndjson_body(events.boxed(), heartbeat, guard);
+    let body = ndjson_body(events.boxed(), heartbeat, guard, state.metrics().clone());
     let mut response = Response::new(body);
     response
         .headers_mut()
@@ -110,15 +110,19 @@ fn ndjson_body(
     subscription: Subscription,
     heartbeat: Option<Duration>,
     guard: crate::metrics::WatchGuard,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
 ) -> Body {
-    let ticker = heartbeat.map(|period| {
-        let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    // A period too long to add to the clock (a client asking for 10^18 s)
+    // means no heartbeat at all.
+    let ticker = heartbeat.and_then(|period| {
+        let first = tokio::time::Instant::now().checked_add(period)?;
+        let mut interval = tokio::time::interval_at(first, period);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        interval
+        Some(interval)
     });
     let stream = futures::stream::unfold(
-        (subscription, ticker, guard),
-        |(mut subscription, mut ticker, guard)| async move {
+        (subscription, ticker, (guard, metrics)),
+        |(mut subscription, mut ticker, (guard, metrics))| async move {
             let next = match ticker.as_mut() {
                 Some(ticker) => tokio::select! {
                     item = subscription.next() => Some(item),
@@ -129,14 +133,23 @@ fn ndjson_body(
             match next {
                 None => Some((
                     Ok::<Bytes, std::io::Error>(Bytes::from_static(b"\n")),
-                    (subscription, ticker, guard),
+                    (subscription, ticker, (guard, metrics)),
                 )),
-                Some(Some(Ok(item))) => {
-                    Some((Ok(item.line.clone()), (subscription, ticker, guard)))
-                }
+                Some(Some(Ok(item))) => Some((
+                    Ok(item.line.clone()),
+                    (subscription, ticker, (guard, metrics)),
+                )),
                 Some(Some(Err(err))) => {
                     match err {
                         HubError::Shutdown => {}
+                        HubError::Lagged(behind) => {
+                            metrics.slow_client_cut("watch_lagged");
+                            tracing::warn!(
+                                behind,
+                                "watch stream cut: the client fell too many events behind \
+                                 (it may resume from the last resource_version it saw)"
+                            );
+                        }
                         other => tracing::info!(error = %other, "watch stream ended"),
                     }
                     None

@@ -20,6 +20,7 @@ use krake_store::Store;
 use krake_store::embedded::EmbeddedStore;
 use tokio::task::JoinHandle;
 
+use crate::slow_clients::CutSlowClients;
 use crate::tls::{PeerInfo, TlsListener};
 use crate::{ApiConfig, ApiState, router};
 
@@ -96,7 +97,9 @@ impl TestServer {
 
     /// A server over any store, serving HTTPS with `tls` if given (client
     /// certificates become users, as in `krake-server`). With RBAC it
-    /// returns once the roles are loaded.
+    /// returns once the roles are loaded. Connections whose client stops
+    /// reading are cut after the configuration's `write_timeout`
+    /// ([`CutSlowClients`]).
     pub async fn start_with(
         store: Arc<dyn Store>,
         config: ApiConfig,
@@ -107,23 +110,27 @@ impl TestServer {
         if let Some(rbac) = state.rbac() {
             rbac.wait_loaded(std::time::Duration::from_secs(10)).await;
         }
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind a loopback port");
+        let listener = crate::slow_clients::bind(
+            std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            state.config().send_buffer_bytes,
+        )
+        .expect("bind a loopback port");
         let address = listener.local_addr().expect("a local address");
         let app = router(state.clone()).into_make_service_with_connect_info::<PeerInfo>();
         let shutdown = state.shutdown_token().clone();
         let is_tls = tls.is_some();
+        let served = state.clone();
         let task = tokio::spawn(async move {
             let stop = async move { shutdown.cancelled().await };
             let _ = match tls {
                 Some(config) => {
-                    axum::serve(TlsListener::new(listener, config), app)
+                    let listener = TlsListener::new(listener, config);
+                    axum::serve(CutSlowClients::from_state(listener, &served), app)
                         .with_graceful_shutdown(stop)
                         .await
                 }
                 None => {
-                    axum::serve(listener, app)
+                    axum::serve(CutSlowClients::from_state(listener, &served), app)
                         .with_graceful_shutdown(stop)
                         .await
                 }
