@@ -46,8 +46,10 @@
 //! - while the cluster elects a new leader, requests are held (up to
 //!   [`EtcdOptions::retry_budget`]) and sent to the new leader, instead of
 //!   failing or waiting on a follower that has not noticed its leader is
-//!   gone; the pause is about etcd's election (1 to 2.5 s with etcd's
-//!   default timing, measured in `tests/etcd_cluster.rs`);
+//!   gone; the pause is about etcd's election (1 to 2 s after a crash
+//!   with etcd's default timing, 2.5 to 3 s for a frozen leader, which a
+//!   probe notices only by its 1 s timeout; measured in
+//!   `tests/etcd_cluster.rs`);
 //! - a request is sent again only when that is safe: a read always, a
 //!   write only when it certainly was not applied (no connection could be
 //!   made, or a member refused it for want of a leader). A write whose fate
