@@ -37,6 +37,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use krake_api::testing::TestServer;
 use serde_json::{Value, json};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// The lease duration given to the replicas (`--lease-duration`), seconds.
@@ -59,6 +60,8 @@ struct Write {
     sent: Instant,
     /// When the API's answer reached the proxy, and its status.
     answered: Option<(Instant, u16)>,
+    /// When the proxy passed the answer on to the replica.
+    delivered: Option<Instant>,
     /// For a lease write, the holder it names (`None`: a release).
     holder: Option<String>,
 }
@@ -77,6 +80,8 @@ struct Proxy {
     upstream: String,
     http: reqwest::Client,
     log: Log,
+    /// While `true`, answers to work writes are held back.
+    hold: watch::Receiver<bool>,
 }
 
 const HOP_BY_HOP: [&str; 4] = ["host", "connection", "content-length", "transfer-encoding"];
@@ -117,6 +122,7 @@ async fn forward(State(proxy): State<Proxy>, request: Request) -> Response {
             path: path.clone(),
             sent,
             answered: None,
+            delivered: None,
             holder: holder.flatten(),
         });
         log.len() - 1
@@ -139,7 +145,10 @@ async fn forward(State(proxy): State<Proxy>, request: Request) -> Response {
             // A slow API, as the work sees it: the write is done, its
             // answer comes late, so the leader always has some in flight.
             tokio::time::sleep(WORK_ANSWER_DELAY).await;
+            let mut hold = proxy.hold.clone();
+            let _ = hold.wait_for(|held| !*held).await;
         }
+        proxy.log.lock().unwrap()[index].delivered = Some(Instant::now());
     }
     let mut response = Response::builder().status(answer.status().as_u16());
     if let Some(headers) = response.headers_mut() {
@@ -152,12 +161,18 @@ async fn forward(State(proxy): State<Proxy>, request: Request) -> Response {
 
 /// A recording reverse proxy for `replica` in front of `upstream`; returns
 /// its URL.
-async fn start_proxy(replica: usize, upstream: &str, log: &Log) -> (String, JoinHandle<()>) {
+async fn start_proxy(
+    replica: usize,
+    upstream: &str,
+    log: &Log,
+    hold: watch::Receiver<bool>,
+) -> (String, JoinHandle<()>) {
     let proxy = Proxy {
         replica,
         upstream: upstream.to_owned(),
         http: reqwest::Client::builder().no_proxy().build().unwrap(),
         log: log.clone(),
+        hold,
     };
     let app = axum::Router::new().fallback(forward).with_state(proxy);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -173,10 +188,12 @@ async fn start_proxy(replica: usize, upstream: &str, log: &Log) -> (String, Join
 struct Replica {
     child: Child,
     log: PathBuf,
+    /// Holds back (`true`) or passes on the answers to its work writes.
+    hold_answers: watch::Sender<bool>,
 }
 
 impl Replica {
-    fn start(dir: &Path, index: usize, api: &str) -> Replica {
+    fn start(dir: &Path, index: usize, api: &str, hold_answers: watch::Sender<bool>) -> Replica {
         let log = dir.join(format!("replica-{index}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_krake-server"))
             .args([
@@ -194,7 +211,11 @@ impl Replica {
             .stderr(File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        Replica { child, log }
+        Replica {
+            child,
+            log,
+            hold_answers,
+        }
     }
 
     fn log(&self) -> String {
@@ -399,8 +420,9 @@ async fn replicas(dir: &Path, api: &str, count: usize) -> (Vec<Replica>, Log, Ve
     let mut replicas = Vec::new();
     let mut proxies = Vec::new();
     for index in 0..count {
-        let (url, proxy) = start_proxy(index, api, &log).await;
-        replicas.push(Replica::start(dir, index, &url));
+        let (hold, held) = watch::channel(false);
+        let (url, proxy) = start_proxy(index, api, &log, held).await;
+        replicas.push(Replica::start(dir, index, &url, hold));
         proxies.push(proxy);
     }
     (replicas, log, proxies)
@@ -621,8 +643,25 @@ async fn paused_leader() {
     // earlier leader miss its renewals; the turns are checked below).
     let leader = all_work(&log).last().unwrap().replica;
     let standby = 1 - leader;
+    // Stop it while it waits for answers, not while it sends: hold back
+    // its answers until it has sent nothing for 300 ms (every worker waits
+    // on an answer), stop it, then let the answers go to the stopped
+    // process. A SIGSTOP between the fence's check and the request going
+    // out would let that one request through on waking (the window the
+    // fence cannot close; see krake_controller::leader).
+    replicas[leader].hold_answers.send_replace(true);
+    let quiet = Duration::from_millis(300);
+    let held = Instant::now();
+    eventually("the leader to go quiet", Duration::from_secs(10), || {
+        let last = work_of(&log, leader)
+            .last()
+            .map_or(held, |w| w.sent.max(held));
+        (last.elapsed() >= quiet).then_some(())
+    })
+    .await;
     replicas[leader].signal("-STOP");
     let stopped = Instant::now();
+    replicas[leader].hold_answers.send_replace(false);
     let before_stop = work_of(&log, leader).len();
 
     let first = eventually(
@@ -644,15 +683,13 @@ async fn paused_leader() {
 
     let old = work_of(&log, leader);
     let after_wake: Vec<&Write> = old.iter().filter(|w| w.sent >= woke).collect();
-    // Bindings whose answer the proxy held past the stop: the old leader
-    // read them only after waking, and went on to write the status.
+    // Bindings whose answer reached the old leader only after the stop: it
+    // read them on waking, and went on to write the status.
     let pending_bindings = old
         .iter()
         .filter(|w| rebinding(w))
-        .filter(|w| {
-            w.answered
-                .is_some_and(|(at, status)| status == 200 && at + WORK_ANSWER_DELAY > stopped)
-        })
+        .filter(|w| w.answered.is_some_and(|(_, status)| status == 200))
+        .filter(|w| w.delivered.is_some_and(|at| at > stopped))
         .count();
     let old_log = replicas[leader].log();
     // One line per refused reconcile (the scheduler logs its retry too).
