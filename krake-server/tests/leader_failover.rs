@@ -15,14 +15,18 @@
 //!
 //! - `killed_leader`: the leader gets SIGKILL; a standby takes over within
 //!   the lease duration plus its retry period, and the turns never overlap.
-//! - `paused_leader`: the leader gets SIGSTOP with work queued, a standby
-//!   takes over and writes, the old leader gets SIGCONT: it sends no write
-//!   after waking (its client's fence refuses them, because its lease ran
-//!   out on its monotonic clock while it was stopped) and stands by.
+//! - `paused_leader`: the leader gets SIGSTOP in the middle of two-write
+//!   reconciles, a standby takes over and writes, the old leader gets
+//!   SIGCONT: the answers it waited for arrive, its reconciles go on to
+//!   their second write, and its client's fence refuses them (its lease ran
+//!   out on its monotonic clock while it was stopped); it sends nothing and
+//!   stands by. Without the fence this test fails: the old leader's second
+//!   writes go out on waking.
 //!
 //! The one thing the fence cannot stop is a write that passed the guard and
-//! was then paused on its way out; a SIGSTOP landing in that window of
-//! microseconds would show up here as an overlap.
+//! was then paused on its way out. `paused_leader` stops the leader while
+//! all its workers wait for answers (the proxy holds them back until the
+//! leader has sent nothing for 300 ms), so it does not land in that window.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs::File;
