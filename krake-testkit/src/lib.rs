@@ -3,6 +3,8 @@
 //!
 //! - [`etcd`]: a real `etcd` process (Debian's `etcd-server`) on a free
 //!   loopback port;
+//! - [`etcd_cluster`]: a real N-member etcd cluster on loopback (plain or
+//!   TLS), whose members can be killed, frozen and restarted;
 //! - [`prometheus`]: a real `prometheus` process and an exporter;
 //! - [`server`]: krake-rs API servers over a real etcd process;
 //! - [`process`]: what both share: free ports, a child killed on drop;
