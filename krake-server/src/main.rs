@@ -193,6 +193,8 @@ struct ControllerArgs {
     #[arg(short, long)]
     config: Option<PathBuf>,
     /// The API's URL (api_endpoint) [default: http://localhost:8080].
+    /// Several replicas of the API, separated by commas, are tried in
+    /// order: the client moves to the next when one cannot be reached.
     #[arg(
         long = "api",
         visible_alias = "api-endpoint",
@@ -291,10 +293,32 @@ struct Settings {
     log_format: LogFormat,
 }
 
+/// The API endpoints of `--api` / `api_endpoint`: one URL or several
+/// (replicas) separated by commas. With TLS, `http://` becomes `https://`
+/// (Krake's `create_endpoint`).
+fn api_endpoints(list: &str, tls: bool) -> Result<Vec<String>, ConfigError> {
+    let endpoints: Vec<String> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .map(|url| match url.strip_prefix("http://") {
+            Some(rest) if tls => format!("https://{rest}"),
+            _ => url.to_owned(),
+        })
+        .collect();
+    if endpoints.is_empty() {
+        return Err(ConfigError::Unsupported(format!(
+            "api_endpoint {list:?} names no URL"
+        )));
+    }
+    Ok(endpoints)
+}
+
 /// Everything `krake-server controller` needs.
 #[derive(Debug)]
 struct ControllerRun {
-    api: String,
+    /// The API's replicas, in order of preference.
+    api: Vec<String>,
     tls: Option<ClientTls>,
     token: Option<String>,
     spec: ControllerSpec,
@@ -678,17 +702,12 @@ fn controller_settings(
             ));
         }
     }
-    let mut api = args
+    let api_list = args
         .api
         .clone()
         .or(file.api_endpoint.clone())
         .unwrap_or_else(|| "http://localhost:8080".to_owned());
-    // Krake's create_endpoint: TLS means https.
-    if tls.is_some() {
-        if let Some(rest) = api.strip_prefix("http://") {
-            api = format!("https://{rest}");
-        }
-    }
+    let api = api_endpoints(&api_list, tls.is_some())?;
     let election = election(
         args.leader_elect,
         &file.leader_election,
@@ -1006,7 +1025,8 @@ async fn serve(mut settings: Settings) -> Result<(), ServerError> {
 /// `krake-server controller`: one controller against a remote API.
 async fn run_controller(run: ControllerRun) -> Result<(), ServerError> {
     let kind = run.spec.kind();
-    let mut builder = Client::builder(run.api.clone());
+    let first = run.api.first().cloned().unwrap_or_default();
+    let mut builder = Client::builder(first).endpoints(run.api.clone());
     if let Some(tls) = &run.tls {
         let options = TlsOptions::from_files(
             tls.client_ca.as_deref(),
@@ -1045,7 +1065,7 @@ async fn run_controller(run: ControllerRun) -> Result<(), ServerError> {
         }
     });
     let result = async {
-        if !connect(&client, &run.api, kind, &stop).await? {
+        if !connect(&client, &run.api.join(","), kind, &stop).await? {
             return Ok(());
         }
         let prepared = Controllers::new(client, vec![run.spec], run.election.as_ref(), metrics)?;
@@ -1498,7 +1518,11 @@ mod tests {
             controller_settings(*args, None, LogFormat::Text)
         };
         let run = parse(&[]).unwrap();
-        assert_eq!(run.api, "https://api:8080", "TLS means https, as in Krake");
+        assert_eq!(
+            run.api,
+            ["https://api:8080"],
+            "TLS means https, as in Krake"
+        );
         let ControllerSpec::Scheduler(config) = &run.spec else {
             panic!("not the scheduler");
         };
@@ -1518,7 +1542,7 @@ mod tests {
             "x.pem",
         ])
         .unwrap();
-        assert_eq!(run.api, "https://other:1");
+        assert_eq!(run.api, ["https://other:1"]);
         assert_eq!(run.tls.unwrap().client_cert, Some(PathBuf::from("x.pem")));
         let ControllerSpec::Scheduler(config) = &run.spec else {
             panic!("not the scheduler");
@@ -1526,7 +1550,15 @@ mod tests {
         assert_eq!(config.workers, 9);
         let run = parse(&["--tls-enabled", "false", "--api", "http://plain:1"]).unwrap();
         assert!(run.tls.is_none());
-        assert_eq!(run.api, "http://plain:1");
+        assert_eq!(run.api, ["http://plain:1"]);
+        let run = parse(&["--api", "http://a:1, http://b:2"]).unwrap();
+        assert_eq!(
+            run.api,
+            ["https://a:1", "https://b:2"],
+            "replicas, each https"
+        );
+        let err = parse(&["--api", " , "]).unwrap_err();
+        assert!(err.to_string().contains("names no URL"), "{err}");
     }
 
     #[test]
@@ -1543,7 +1575,7 @@ mod tests {
                 panic!("not the controller command");
             };
             let run = controller_settings(*args, None, LogFormat::Text).unwrap();
-            assert_eq!(run.api, "http://localhost:8080");
+            assert_eq!(run.api, ["http://localhost:8080"]);
             assert_eq!(run.spec.kind().name(), kind);
             assert!(run.election.is_none());
         }
@@ -1668,7 +1700,7 @@ log:
         let file = dir.path().join("kubernetes_application.yaml");
         std::fs::write(&file, KRAKE_KUBERNETES_APPLICATION).unwrap();
         let run = controller_run("kubernetes-application", &file).unwrap();
-        assert_eq!(run.api, "http://localhost:8080");
+        assert_eq!(run.api, ["http://localhost:8080"]);
         assert!(run.tls.is_none());
         assert_eq!(run.log_filter, "info");
         let ControllerSpec::KubernetesApplication(config) = &run.spec else {
@@ -1679,7 +1711,7 @@ log:
         let file = dir.path().join("kubernetes_cluster.yaml");
         std::fs::write(&file, KRAKE_KUBERNETES_CLUSTER).unwrap();
         let run = controller_run("kubernetes-cluster", &file).unwrap();
-        assert_eq!(run.api, "https://krake-api:8080", "TLS means https");
+        assert_eq!(run.api, ["https://krake-api:8080"], "TLS means https");
         let tls = run.tls.unwrap();
         assert_eq!(
             tls.client_cert,
