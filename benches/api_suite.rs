@@ -47,6 +47,21 @@
 //!   60 MiB. `KRAKE_BENCH_API_SERVER_WRAPPER=heaptrack` starts the child
 //!   under a heap profiler.
 //!
+//! - **Slow watchers, server in a child process** (`slow_watchers`). 5,000
+//!   watch streams over bare TCP connections, 1,000 of which never read a
+//!   byte after the answer's head, while applications are created at 50 per
+//!   second for 20 s: every other create a probe (small, labelled
+//!   `probe=yes`, which the 4,000 reading watchers select) and in between a
+//!   filler of about 8 kB (which only the never-reading watchers see, so
+//!   their connections fill up). The server runs with a write timeout of
+//!   10 s and a 64 KiB socket send buffer (`ApiConfig::write_timeout`,
+//!   `send_buffer_bytes`). Reported: the server's RSS idle, with the
+//!   watches open, at its peak during the load and after the cut; how many
+//!   never-reading streams were cut (`krake_api_slow_clients_cut_total`)
+//!   and when, from the first filler; and the probes' p50/p99 latency at
+//!   the reading watchers against a baseline run with the 4,000 reading
+//!   watchers only (the ratio).
+//!
 //! The other parts run in this process on one tokio runtime (the default worker
 //! count, one per core): the load generators compete for the CPU with the
 //! server, as they would with a server on a small machine, and etcd is a
@@ -118,6 +133,25 @@ struct Plan {
     event_gap: Duration,
     /// How long a watcher waits for the last event after the last update.
     event_timeout: Duration,
+    /// The slow-watchers part.
+    slow: SlowPlan,
+}
+
+/// The sizes of the slow-watchers part.
+#[derive(Debug, Clone)]
+struct SlowPlan {
+    /// Watch streams in all.
+    watchers: usize,
+    /// Of which never read.
+    never_reading: usize,
+    /// Probes (as many fillers go between them).
+    probes: usize,
+    /// Time between two creates.
+    create_gap: Duration,
+    /// The server's write timeout.
+    write_timeout: Duration,
+    /// The server's socket send buffer.
+    send_buffer: usize,
 }
 
 impl Plan {
@@ -135,6 +169,14 @@ impl Plan {
                 events: 50,
                 event_gap: Duration::from_millis(20),
                 event_timeout: Duration::from_secs(10),
+                slow: SlowPlan {
+                    watchers: 5_000,
+                    never_reading: 1_000,
+                    probes: 500,
+                    create_gap: Duration::from_millis(20),
+                    write_timeout: Duration::from_secs(10),
+                    send_buffer: 64 * 1024,
+                },
             },
             Mode::Smoke | Mode::List => Plan {
                 mode,
@@ -148,6 +190,14 @@ impl Plan {
                 events: 3,
                 event_gap: Duration::from_millis(5),
                 event_timeout: Duration::from_secs(10),
+                slow: SlowPlan {
+                    watchers: 24,
+                    never_reading: 4,
+                    probes: 80,
+                    create_gap: Duration::from_millis(10),
+                    write_timeout: Duration::from_secs(1),
+                    send_buffer: 16 * 1024,
+                },
             },
         }
     }
@@ -181,7 +231,17 @@ async fn run_async(plan: Plan) {
         .expect("an HTTP client");
     // `cargo bench --bench api -- creates` (or `get`, `watch`) runs one part.
     let parts: Vec<String> = std::env::args()
-        .filter(|a| ["creates", "get", "watch", "fanout", "memory"].contains(&a.as_str()))
+        .filter(|a| {
+            [
+                "creates",
+                "get",
+                "watch",
+                "fanout",
+                "memory",
+                "slow_watchers",
+            ]
+            .contains(&a.as_str())
+        })
         .collect();
     let wanted = |part: &str| parts.is_empty() || parts.iter().any(|p| p == part);
     if wanted("creates") {
@@ -198,6 +258,9 @@ async fn run_async(plan: Plan) {
     }
     if wanted("memory") {
         memory_with_applications(&plan, &http).await;
+    }
+    if wanted("slow_watchers") {
+        slow_watchers(&plan, &http).await;
     }
 }
 
@@ -853,9 +916,14 @@ impl ChildServer {
     /// Starts a server over `store` (`embedded`, or an etcd endpoint) and
     /// waits until it serves.
     async fn start(store: &str, mode: Mode) -> ChildServer {
+        Self::start_with(store, mode, ServerSettings::default()).await
+    }
+
+    /// [`ChildServer::start`] with settings beyond the defaults.
+    async fn start_with(store: &str, mode: Mode, settings: ServerSettings) -> ChildServer {
         if mode != Mode::Bench {
             let (store, backing) = server_store(store).await;
-            let server = TestServer::start(store, ApiConfig::default(), backing).await;
+            let server = TestServer::start(store, settings.config(), backing).await;
             return ChildServer {
                 child: None,
                 url: server.url(),
@@ -876,6 +944,7 @@ impl ChildServer {
         let mut child = command
             .arg("--bench")
             .env(SERVER_VARIABLE, store)
+            .envs(settings.variables())
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())
@@ -934,6 +1003,51 @@ impl ChildServer {
     }
 }
 
+/// Settings of a benchmark server beyond the defaults, passed to the child
+/// process in environment variables.
+#[derive(Debug, Clone, Copy, Default)]
+struct ServerSettings {
+    /// `ApiConfig::write_timeout`.
+    write_timeout: Option<Duration>,
+    /// `ApiConfig::send_buffer_bytes`.
+    send_buffer: Option<usize>,
+}
+
+/// The write timeout of the child server, in milliseconds.
+const WRITE_TIMEOUT_VARIABLE: &str = "KRAKE_BENCH_API_WRITE_TIMEOUT_MS";
+/// The socket send buffer of the child server, in bytes.
+const SEND_BUFFER_VARIABLE: &str = "KRAKE_BENCH_API_SEND_BUFFER";
+
+impl ServerSettings {
+    fn config(self) -> ApiConfig {
+        let defaults = ApiConfig::default();
+        ApiConfig {
+            write_timeout: self.write_timeout.unwrap_or(defaults.write_timeout),
+            send_buffer_bytes: self.send_buffer.or(defaults.send_buffer_bytes),
+            ..defaults
+        }
+    }
+
+    fn variables(self) -> Vec<(&'static str, String)> {
+        let mut variables = Vec::new();
+        if let Some(timeout) = self.write_timeout {
+            variables.push((WRITE_TIMEOUT_VARIABLE, timeout.as_millis().to_string()));
+        }
+        if let Some(bytes) = self.send_buffer {
+            variables.push((SEND_BUFFER_VARIABLE, bytes.to_string()));
+        }
+        variables
+    }
+
+    fn from_env() -> Self {
+        let number = |name: &str| std::env::var(name).ok()?.parse::<u64>().ok();
+        ServerSettings {
+            write_timeout: number(WRITE_TIMEOUT_VARIABLE).map(Duration::from_millis),
+            send_buffer: number(SEND_BUFFER_VARIABLE).and_then(|n| usize::try_from(n).ok()),
+        }
+    }
+}
+
 /// The store of a benchmark server: `embedded` (a fresh one in a temporary
 /// folder) or an etcd endpoint.
 async fn server_store(store: &str) -> (Arc<dyn krake_store::Store>, Backing) {
@@ -957,7 +1071,7 @@ fn run_server(store: &str) {
         .expect("a tokio runtime");
     runtime.block_on(async {
         let (store, backing) = server_store(store).await;
-        let server = TestServer::start(store, ApiConfig::default(), backing).await;
+        let server = TestServer::start(store, ServerSettings::from_env().config(), backing).await;
         {
             use std::io::Write;
             let mut out = std::io::stdout().lock();
@@ -1211,6 +1325,239 @@ async fn memory_with_applications(plan: &Plan, http: &reqwest::Client) {
             );
         }
         drop(etcd);
+    }
+}
+
+/// Slow watchers: the plan's slow-watcher streams, some never reading,
+/// under a steady create load, against a baseline without the
+/// never-reading ones; the server in a child process.
+async fn slow_watchers(plan: &Plan, http: &reqwest::Client) {
+    let watchers = plan.slow.watchers;
+    let never = plan.slow.never_reading;
+    let baseline = slow_watchers_round(plan, http, watchers - never, 0).await;
+    let loaded = slow_watchers_round(plan, http, watchers - never, never).await;
+    let name = format!(
+        "slow watchers, server in a child process ({watchers} watchers, {never} never reading; write timeout {:?}, send buffer {} KiB; {} creates at {:.0}/s, half of them 8 kB fillers)",
+        plan.slow.write_timeout,
+        plan.slow.send_buffer / 1024,
+        2 * plan.slow.probes,
+        1.0 / plan.slow.create_gap.as_secs_f64(),
+    );
+    let mib = crate::process_stats::mib;
+    println!(
+        "{name}: server RSS idle {:.1} MiB, with the watches open {:.1} MiB, peak during the load {:.1} MiB, after the cut {:.1} MiB (baseline without never-reading watchers: {:.1} / {:.1} / {:.1} / {:.1} MiB)",
+        mib(loaded.rss_idle),
+        mib(loaded.rss_open),
+        mib(loaded.rss_peak),
+        mib(loaded.rss_after),
+        mib(baseline.rss_idle),
+        mib(baseline.rss_open),
+        mib(baseline.rss_peak),
+        mib(baseline.rss_after),
+    );
+    println!(
+        "  cut for the write timeout: {} of {never} never-reading streams (first {}, last {} after the first filler; {} of the reading watchers' streams ended early); open watches right after the cut {} (baseline {}; a reading watcher closes its stream once it has every probe)",
+        loaded.cut,
+        loaded
+            .first_cut
+            .map_or("-".to_owned(), |t| format!("{:.1} s", t.as_secs_f64())),
+        loaded
+            .last_cut
+            .map_or("-".to_owned(), |t| format!("{:.1} s", t.as_secs_f64())),
+        loaded.readers_incomplete,
+        loaded.open_after,
+        baseline.open_after,
+    );
+    print_latencies(
+        &format!("of the probes at the {} reading watchers", watchers - never),
+        &loaded.latencies,
+        "without never-reading watchers",
+        &baseline.latencies,
+    );
+    if plan.is_bench() {
+        let ratio = loaded.latencies.percentile(0.99).as_secs_f64()
+            / baseline.latencies.percentile(0.99).as_secs_f64().max(1e-9);
+        println!(
+            "  target: every never-reading stream cut, every reading watcher complete, p99 within 2x of the baseline: {}/{never} cut, {} incomplete, p99 ratio {ratio:.2} -> {}",
+            loaded.cut,
+            loaded.readers_incomplete,
+            verdict(loaded.cut == never as u64 && loaded.readers_incomplete == 0 && ratio <= 2.0),
+        );
+    } else {
+        assert_eq!(
+            loaded.cut, never as u64,
+            "{name}: every never-reading stream is cut"
+        );
+        assert_eq!(loaded.readers_incomplete, 0, "{name}: lost events");
+        assert_eq!(baseline.readers_incomplete, 0, "{name}: lost events");
+    }
+}
+
+/// The outcome of one round of [`slow_watchers`].
+struct SlowRound {
+    latencies: Latencies,
+    readers_incomplete: usize,
+    cut: u64,
+    first_cut: Option<Duration>,
+    last_cut: Option<Duration>,
+    open_after: u64,
+    rss_idle: u64,
+    rss_open: u64,
+    rss_peak: u64,
+    rss_after: u64,
+}
+
+/// A counter or gauge of the server's `/metrics` (0 if absent).
+async fn metric(http: &reqwest::Client, url: &str, series: &str) -> u64 {
+    let text = match http.get(format!("{url}/metrics")).send().await {
+        Ok(response) => response.text().await.unwrap_or_default(),
+        Err(_) => return 0,
+    };
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse::<f64>().ok())
+        .map_or(0, |value| value as u64)
+}
+
+async fn slow_watchers_round(
+    plan: &Plan,
+    http: &reqwest::Client,
+    readers: usize,
+    never: usize,
+) -> SlowRound {
+    const CUT: &str = "krake_api_slow_clients_cut_total{reason=\"write_timeout\"}";
+    let settings = ServerSettings {
+        write_timeout: Some(plan.slow.write_timeout),
+        send_buffer: Some(plan.slow.send_buffer),
+    };
+    let server = ChildServer::start_with("embedded", plan.mode, settings).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rss_idle = server.sample().rss;
+    let base = format!("{}{APPS}", server.url);
+    let address = server.url.trim_start_matches("http://").to_owned();
+    let probes = plan.slow.probes;
+    let reader_path = format!("{APPS}?watch&heartbeat=0&label_selector=probe%3Dyes");
+    let never_path = format!("{APPS}?watch&heartbeat=0");
+    let opened: Vec<_> = futures::stream::iter(0..readers + never)
+        .map(|i| {
+            let path = if i < never { &never_path } else { &reader_path };
+            open_raw_watch(&address, path)
+        })
+        .buffered(64)
+        .collect()
+        .await;
+    let sent: Arc<Vec<OnceLock<Instant>>> =
+        Arc::new((0..probes).map(|_| OnceLock::new()).collect());
+    let marker = b"\"name\":\"slow-p".to_vec();
+    let mut stuck = Vec::with_capacity(never);
+    let mut tasks = Vec::with_capacity(readers);
+    for (i, opened) in opened.into_iter().enumerate() {
+        let (stream, rest) = opened.expect("a watch opens");
+        if i < never {
+            stuck.push(stream);
+            continue;
+        }
+        let sent = sent.clone();
+        let marker = marker.clone();
+        tasks.push(tokio::spawn(async move {
+            read_raw_events(stream, rest, &marker, &sent, probes).await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_open = server.sample().rss;
+
+    let mut probe_body = application_body("NAME_PLACEHOLDER");
+    probe_body["metadata"]["labels"] = json!({"probe": "yes"});
+    let probe_body = Arc::new(serde_json::to_string(&probe_body).expect("JSON serializes"));
+    let mut filler = application_body("NAME_PLACEHOLDER");
+    filler["spec"]["manifest"][0]["metadata"]["annotations"] = json!({"filler": "f".repeat(8_000)});
+    let filler_body = Arc::new(serde_json::to_string(&filler).expect("JSON serializes"));
+    let start = tokio::time::Instant::now();
+    let first_filler = Instant::now();
+    let mut posts = Vec::with_capacity(2 * probes);
+    let mut rss_peak = rss_open;
+    let mut first_cut = None;
+    let mut last_cut = None;
+    let mut cut = 0;
+    let mut next_sample = Instant::now();
+    for index in 0..2 * probes {
+        let gap = plan.slow.create_gap * u32::try_from(index).unwrap_or(u32::MAX);
+        tokio::time::sleep_until(start + gap).await;
+        let probe = index % 2 == 1;
+        let (body, name) = if probe {
+            (&probe_body, format!("slow-p{}", index / 2))
+        } else {
+            (&filler_body, format!("slow-f{}", index / 2))
+        };
+        let request = http
+            .post(&base)
+            .header(CONTENT_TYPE, "application/json")
+            .body(body.replace("NAME_PLACEHOLDER", &name));
+        let sent = sent.clone();
+        posts.push(tokio::spawn(async move {
+            if probe {
+                let _ = sent[index / 2].set(Instant::now());
+            }
+            expect_ok(request.send().await).await.map(drop)
+        }));
+        if Instant::now() >= next_sample {
+            next_sample = Instant::now() + Duration::from_millis(250);
+            rss_peak = rss_peak.max(server.sample().rss);
+            let now = metric(http, &server.url, CUT).await;
+            if now > cut {
+                first_cut.get_or_insert(first_filler.elapsed());
+                last_cut = Some(first_filler.elapsed());
+                cut = now;
+            }
+        }
+    }
+    let mut failed = 0;
+    for post in posts {
+        if !matches!(post.await, Ok(Ok(()))) {
+            failed += 1;
+        }
+    }
+    assert_eq!(failed, 0, "every create succeeds");
+    // The cuts still to come, up to the write timeout and a margin.
+    let deadline = Instant::now() + plan.slow.write_timeout + Duration::from_secs(10);
+    while cut < never as u64 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        rss_peak = rss_peak.max(server.sample().rss);
+        let now = metric(http, &server.url, CUT).await;
+        if now > cut {
+            first_cut.get_or_insert(first_filler.elapsed());
+            last_cut = Some(first_filler.elapsed());
+            cut = now;
+        }
+    }
+    let open_after = metric(http, &server.url, "krake_api_open_watches").await;
+    let mut latencies = Vec::with_capacity(readers * probes);
+    let mut readers_incomplete = 0;
+    let reader_deadline = tokio::time::Instant::now() + plan.event_timeout;
+    for task in tasks {
+        let received = match tokio::time::timeout_at(reader_deadline, task).await {
+            Ok(Ok(received)) => received,
+            Ok(Err(_)) | Err(_) => Vec::new(),
+        };
+        if received.len() != probes {
+            readers_incomplete += 1;
+        }
+        latencies.extend(received.into_iter().map(|(_, _, latency)| latency));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_after = server.sample().rss;
+    drop(stuck);
+    server.stop().await;
+    SlowRound {
+        latencies: Latencies::new(latencies),
+        readers_incomplete,
+        cut,
+        first_cut,
+        last_cut,
+        open_after,
+        rss_idle,
+        rss_open,
+        rss_peak,
+        rss_after,
     }
 }
 
