@@ -7,7 +7,10 @@
 //! - Slow watchers: many watch streams, a share of them on clients that
 //!   never read; those are cut (write timeout, counted in `/metrics`),
 //!   the others keep receiving every event with a bounded latency and are
-//!   never cut, idle ones keep their heartbeats.
+//!   never cut, idle ones keep their heartbeats; over TLS as over plain
+//!   HTTP. 1,000 watchers (the benchmark `slow_watchers` runs 5,000) need
+//!   about 2,300 open files in this process: the test raises the soft
+//!   limit to the hard one if it is lower.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
@@ -770,5 +773,114 @@ async fn slow_watchers_are_cut_and_the_others_keep_up() {
         rss_peak - rss_start < 512.0,
         "memory grew by {} MiB",
         rss_peak - rss_start
+    );
+}
+
+/// Over TLS too: a client that never reads is cut (the write timeout wraps
+/// the TLS listener's connections), one that reads is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_never_reading_tls_watcher_is_cut() {
+    use krake_api::testing::pki::TestCa;
+    use rustls::pki_types::pem::PemObject;
+
+    let ca = TestCa::new("robustness");
+    let config = ApiConfig {
+        write_timeout: Duration::from_secs(1),
+        send_buffer_bytes: Some(16 * 1024),
+        ..ApiConfig::default()
+    };
+    let (store, backing) = krake_api::testing::embedded_store();
+    let server =
+        TestServer::start_with(store, config, backing, Some(ca.server_config().unwrap())).await;
+    let metrics = server.state().metrics().clone();
+    let port = server.url().rsplit(':').next().unwrap().to_owned();
+    let address: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+
+    // A TLS client that reads the answer's head and nothing more.
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_slice(ca.cert_pem().as_bytes()).unwrap())
+        .unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let client_config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client_config));
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(address).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut stuck = connector.connect(name, tcp).await.unwrap();
+    stuck
+        .write_all(
+            format!("GET {APPS}?watch&heartbeat=0 HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    stuck.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+
+    // A reading watcher through the ordinary client.
+    let http = ca.http_client(None);
+    let url = format!("{}{APPS}", server.url());
+    let mut reading = http
+        .get(format!("{url}?watch&heartbeat=0"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reading.status(), 200);
+    let reader = tokio::spawn(async move {
+        let mut bytes = 0usize;
+        while let Ok(Some(chunk)) = reading.chunk().await {
+            bytes += chunk.len();
+        }
+        bytes
+    });
+
+    let started = Instant::now();
+    let mut fillers = 0;
+    while metrics.slow_clients_cut("write_timeout") == 0
+        && started.elapsed() < Duration::from_secs(40)
+    {
+        let response = http
+            .post(&url)
+            .json(&sized_application(
+                &format!("tls-filler-{fillers}"),
+                false,
+                8_000,
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        fillers += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "TLS: the never-reading watcher was cut after {fillers} fillers of 8 kB, {:?}",
+        started.elapsed()
+    );
+    assert_eq!(metrics.slow_clients_cut("write_timeout"), 1);
+    // The reading watcher is still open; the stuck one is closed.
+    assert_eq!(metrics.open_watches(), 1);
+    let mut rest = vec![0u8; 64 * 1024];
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stuck.read(&mut rest).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the stuck TLS watch was closed");
+    drop(server);
+    let read = reader.await.unwrap();
+    assert!(
+        read > fillers * 8_000,
+        "the reading watcher read {read} bytes"
     );
 }
