@@ -70,6 +70,26 @@ mod tests {
         assert_eq!(next_page_size(1, 3 * PAGE_BYTES), 1);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            cases: 2_000,
+            failure_persistence: None,
+            ..Default::default()
+        })]
+
+        /// Any text decodes or is refused; every token round-trips.
+        #[test]
+        fn tokens_round_trip_and_garbage_is_refused(
+            text in "\\PC{0,40}",
+            revision in proptest::prelude::any::<i64>(),
+            key in "\\PC{0,20}",
+        ) {
+            let _ = ContinueToken::decode(&text);
+            let token = ContinueToken { revision, last_key: key };
+            proptest::prop_assert_eq!(ContinueToken::decode(&token.encode()), Some(token));
+        }
+    }
+
     #[test]
     fn round_trip_and_garbage() {
         let token = ContinueToken {

@@ -100,6 +100,29 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            cases: 2_000,
+            failure_persistence: None,
+            ..Default::default()
+        })]
+
+        /// Any text parses or fails with a message; nothing panics.
+        #[test]
+        fn any_text_parses_or_fails_cleanly(
+            text in "[a-z=!,() <>in]{0,40}|\\PC{0,40}",
+            key in "[a-z]{1,2}",
+            value in "[a-z]{0,2}",
+        ) {
+            match LabelSelector::parse(&text) {
+                Ok(selector) => {
+                    let _ = selector.matches(&labels(&[(&key, &value)]));
+                }
+                Err(message) => proptest::prop_assert!(message.starts_with("Invalid label selector")),
+            }
+        }
+    }
+
     #[test]
     fn huge_selectors_are_refused() {
         let many = vec!["a=b"; MAX_CONSTRAINTS + 1].join(",");
