@@ -158,6 +158,21 @@ pub struct LogSection {
     pub level: Option<String>,
 }
 
+/// Beyond Krake: `connections`, how the server treats clients that stop
+/// reading (see `krake_api::slow_clients`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConnectionsSection {
+    /// Seconds a write to a client may stay blocked (the client reading
+    /// nothing, e.g. a stuck watcher) before its connection is closed
+    /// (default 30; 0 never closes).
+    pub write_timeout: Option<f64>,
+    /// The kernel send buffer of each connection, in KiB (default: the
+    /// kernel's autotuning, up to 4 MiB). Smaller bounds what a stuck
+    /// client holds and makes the write timeout start sooner.
+    pub send_buffer_kib: Option<usize>,
+}
+
 /// Where the embedded store keeps its data (beyond Krake).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
@@ -254,6 +269,8 @@ pub struct FileConfig {
     pub log: LogSection,
     /// Beyond Krake: the controllers run in the server's process.
     pub controllers: ControllersSection,
+    /// Beyond Krake: clients that stop reading.
+    pub connections: ConnectionsSection,
 }
 
 /// Beyond Krake: `controllers`, the controllers krake-server runs next to

@@ -34,6 +34,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use krake_api::bootstrap::{self, BootstrapError, Outcome};
+use krake_api::slow_clients::CutSlowClients;
 use krake_api::store::Store;
 use krake_api::store::embedded::{EmbeddedOptions, EmbeddedStore};
 use krake_api::store::etcd::{EtcdOptions, EtcdStore, EtcdTls};
@@ -551,6 +552,24 @@ fn settings(cli: Cli) -> Result<Settings, ConfigError> {
     if let Some(origin) = file.authentication.cors_origin {
         api.cors_origin = origin;
     }
+    if let Some(seconds) = file.connections.write_timeout {
+        api.write_timeout = Duration::try_from_secs_f64(seconds)
+            .ok()
+            .filter(|_| seconds.is_finite())
+            .ok_or_else(|| {
+                ConfigError::Unsupported(format!(
+                    "connections.write_timeout: {seconds} is not a number of seconds"
+                ))
+            })?;
+    }
+    if let Some(kib) = file.connections.send_buffer_kib {
+        if kib == 0 {
+            return Err(ConfigError::Unsupported(
+                "connections.send_buffer_kib: must be at least 1".into(),
+            ));
+        }
+        api.send_buffer_bytes = Some(kib.saturating_mul(1024));
+    }
     let log_filter = cli
         .log_level
         .or(file.log.level)
@@ -895,27 +914,69 @@ fn controller_metrics_route(metrics: &Metrics) -> axum::Router {
 }
 
 /// Serves `app` on `listener` (HTTPS with `tls`) until `stop`.
+/// Serves `app` on `listener` (over TLS with `tls`) until `stop`. With the
+/// API's `state`, a connection whose writes stay blocked for longer than the
+/// API's `write_timeout` (a client that stopped reading, such as a stuck
+/// watcher) is cut and counted (`krake_api::slow_clients`).
 async fn serve_on(
     listener: tokio::net::TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     app: axum::Router,
+    state: Option<ApiState>,
     stop: CancellationToken,
 ) -> Result<(), ServerError> {
     let app = app.into_make_service_with_connect_info::<PeerInfo>();
     let stopped = async move { stop.cancelled().await };
-    match tls {
-        Some(config) => {
+    match (tls, state) {
+        (Some(config), Some(state)) => {
+            let listener = CutSlowClients::from_state(TlsListener::new(listener, config), &state);
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stopped)
+                .await
+        }
+        (Some(config), None) => {
             axum::serve(TlsListener::new(listener, config), app)
                 .with_graceful_shutdown(stopped)
                 .await
         }
-        None => {
+        (None, Some(state)) => {
+            axum::serve(CutSlowClients::from_state(listener, &state), app)
+                .with_graceful_shutdown(stopped)
+                .await
+        }
+        (None, None) => {
             axum::serve(listener, app)
                 .with_graceful_shutdown(stopped)
                 .await
         }
     }
     .map_err(ServerError::Serve)
+}
+
+/// Binds the API's listener, with the connections' send buffer if one is
+/// configured.
+async fn bind_public(
+    address: &str,
+    send_buffer: Option<usize>,
+) -> Result<tokio::net::TcpListener, ServerError> {
+    let Some(bytes) = send_buffer else {
+        return bind(address).await;
+    };
+    let listen_error = |source| ServerError::Listen {
+        address: address.to_owned(),
+        source,
+    };
+    let resolved = tokio::net::lookup_host(address)
+        .await
+        .map_err(listen_error)?
+        .next()
+        .ok_or_else(|| {
+            listen_error(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the name resolves to no address",
+            ))
+        })?;
+    krake_api::slow_clients::bind(resolved, Some(bytes)).map_err(listen_error)
 }
 
 async fn bind(address: &str) -> Result<tokio::net::TcpListener, ServerError> {
@@ -955,7 +1016,7 @@ async fn serve(mut settings: Settings) -> Result<(), ServerError> {
     }
     let metrics = Metrics::new();
     let app = router(state.clone()).merge(controller_metrics_route(&metrics));
-    let listener = bind(&settings.address).await?;
+    let listener = bind_public(&settings.address, state.config().send_buffer_bytes).await?;
     let local: Option<SocketAddr> = listener.local_addr().ok();
     let api_stop = CancellationToken::new();
     let controllers_stop = CancellationToken::new();
@@ -975,6 +1036,7 @@ async fn serve(mut settings: Settings) -> Result<(), ServerError> {
             inner,
             None,
             app.clone(),
+            Some(state.clone()),
             api_stop.clone(),
         )));
         let client = Client::builder(format!("http://{inner_address}"))
@@ -993,7 +1055,13 @@ async fn serve(mut settings: Settings) -> Result<(), ServerError> {
         Some(_) => tracing::info!(address = ?local, "krake-server listening (HTTPS)"),
         None => tracing::info!(address = ?local, "krake-server listening"),
     }
-    let mut public = tokio::spawn(serve_on(listener, tls, app, api_stop.clone()));
+    let mut public = tokio::spawn(serve_on(
+        listener,
+        tls,
+        app,
+        Some(state.clone()),
+        api_stop.clone(),
+    ));
     let early = tokio::select! {
         () = shutdown_signal() => None,
         result = &mut public => Some(result),
@@ -1052,6 +1120,7 @@ async fn run_controller(run: ControllerRun) -> Result<(), ServerError> {
                 listener,
                 None,
                 metrics.router(),
+                None,
                 stop.clone(),
             )))
         }

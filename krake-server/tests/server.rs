@@ -29,6 +29,12 @@ impl Drop for Server {
 }
 
 async fn start(data_dir: &std::path::Path) -> Server {
+    start_with(data_dir, &[]).await
+}
+
+/// Starts krake-server on the embedded store in `data_dir`, with `extra`
+/// arguments.
+async fn start_with(data_dir: &std::path::Path, extra: &[&str]) -> Server {
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_krake-server"))
         .args([
@@ -37,6 +43,7 @@ async fn start(data_dir: &std::path::Path) -> Server {
             "--port",
             &port.to_string(),
         ])
+        .args(extra)
         .env("KRAKE_LOG_LEVEL", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -282,4 +289,140 @@ async fn tls_and_rbac_set_up_end_to_end() {
         .await,
         200
     );
+}
+
+/// A watcher that never reads is cut once the server's writes to it stay
+/// blocked for `connections.write_timeout`, and counted in `/metrics`; a
+/// watcher that reads keeps every event and the server keeps answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_that_never_reads_is_cut() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("api.yaml");
+    std::fs::write(
+        &config,
+        "connections:\n  write_timeout: 1\n  send_buffer_kib: 16\n",
+    )
+    .unwrap();
+    let server = start_with(
+        &dir.path().join("data"),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--no-gc",
+            "--no-scheduler",
+        ],
+    )
+    .await;
+    let address = server.url.trim_start_matches("http://").to_owned();
+
+    // A raw watch whose client never reads: small receive buffer too.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stuck = socket.connect(address.parse().unwrap()).await.unwrap();
+    stuck
+        .write_all(format!("GET /core/roles?watch HTTP/1.1\r\nHost: {address}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    // A watcher that reads everything.
+    let http = reqwest::Client::new();
+    let reading = http
+        .get(format!("{}/core/roles?watch", server.url))
+        .send()
+        .await
+        .unwrap();
+    let mut reading = reading.bytes_stream();
+    let counted = tokio::spawn(async move {
+        use futures::StreamExt;
+        let mut lines = 0usize;
+        let mut bytes = 0usize;
+        while let Some(Ok(chunk)) = reading.next().await {
+            bytes += chunk.len();
+            lines += chunk.iter().filter(|b| **b == b'\n').count();
+            if lines >= 200 {
+                break;
+            }
+        }
+        (lines, bytes)
+    });
+
+    // 200 roles of about 8 kB each: 1.6 MB the stuck client never takes.
+    let filler = "x".repeat(8_000);
+    for i in 0..200 {
+        let body = json!({
+            "metadata": {"name": format!("r{i:03}"), "labels": {}, "annotations": {"fill": filler}},
+            "rules": [],
+        });
+        let response = http
+            .post(format!("{}/core/roles", server.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    }
+    let (lines, bytes) = tokio::time::timeout(Duration::from_secs(30), counted)
+        .await
+        .expect("the reading watcher gets every event")
+        .unwrap();
+    assert!(
+        lines >= 200,
+        "the reading watcher got {lines} lines ({bytes} bytes)"
+    );
+
+    let started = Instant::now();
+    loop {
+        let metrics = http
+            .get(format!("{}/metrics", server.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let cut: f64 = metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with("krake_api_slow_clients_cut_total{") && l.contains("write_timeout")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        if cut >= 1.0 {
+            eprintln!(
+                "stuck watcher cut {:?} after the last create",
+                started.elapsed()
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the stuck watcher was not cut; metrics:\n{}",
+            metrics
+                .lines()
+                .filter(|l| l.contains("slow_clients"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The stuck client's connection is closed: reading it to the end finishes.
+    let mut drained = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stuck.read_to_end(&mut drained)).await;
+    assert!(
+        matches!(read, Ok(Ok(_)) | Ok(Err(_))),
+        "the server closed the stuck connection"
+    );
+    assert!(
+        drained.len() < 1_600_000,
+        "the stuck client got only part of the stream ({} bytes)",
+        drained.len()
+    );
+    // And the server still answers.
+    let list = http
+        .get(format!("{}/core/roles", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(list.status(), 200);
 }
