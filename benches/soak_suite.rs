@@ -323,7 +323,7 @@ async fn soak(settings: Settings) -> Result<bool, String> {
 
     // The report lines, until the time is up.
     let first = server.sample().ok_or("cannot read the server's /proc")?;
-    let mut samples = vec![first];
+    let mut samples = vec![(Instant::now(), first)];
     let mut rss = Vec::new();
     let load_started = Instant::now();
     let mut ticker = tokio::time::interval_at(
@@ -345,8 +345,8 @@ async fn soak(settings: Settings) -> Result<bool, String> {
         let Some(sample) = server.sample() else {
             continue;
         };
-        let previous = samples.last().copied().unwrap_or(sample);
-        samples.push(sample);
+        let previous = samples.last().copied().unwrap_or((Instant::now(), sample));
+        samples.push((Instant::now(), sample));
         rss.push(sample.rss);
         let tally = shared.take_interval();
         let view = ApiView::read(&http, &base).await;
@@ -365,7 +365,7 @@ async fn soak(settings: Settings) -> Result<bool, String> {
             interval_line(
                 load_started.elapsed(),
                 &tally,
-                &Usage::between(previous, sample, settings.interval),
+                &Usage::between(previous, (Instant::now(), sample)),
                 dir_size(&dir.path.join("data")),
                 &view,
                 (on_fakes.len(), stray),
@@ -392,127 +392,22 @@ async fn soak(settings: Settings) -> Result<bool, String> {
     let converge_started = Instant::now();
     let convergence = converge(&http, &base, &fakes, &expected, &deleted).await;
     let converged_after = converge_started.elapsed();
-    let end = server.sample();
     let store_at_end = dir_size(&dir.path.join("data"));
 
-    // The summary.
-    let total = shared.total();
-    let gaps = watch_gaps(&logs);
-    println!(
-        "soak summary: {} of load ({} in all with start-up and the final check)",
-        human(ran),
-        human(started.elapsed())
-    );
-    for op in Op::ALL {
-        let mut latencies = total.latencies.get(&op).cloned().unwrap_or_default();
-        let count = total.requests.get(&op).copied().unwrap_or(0);
-        println!(
-            "  {:<7} {count:>7} requests, {:>6.2}/s; latency p50 {}, p99 {}, max {}",
-            op.name(),
-            count as f64 / ran.as_secs_f64().max(1e-9),
-            millis(quantile(&mut latencies, 0.5)),
-            millis(quantile(&mut latencies, 0.99)),
-            millis(quantile(&mut latencies, 1.0)),
-        );
+    let passed = Summary {
+        ran,
+        overall: started.elapsed(),
+        interval: settings.interval,
+        total: shared.total(),
+        gaps: watch_gaps(&logs),
+        rss,
+        usage: Usage::between_samples(samples.first().copied(), samples.last().copied()),
+        store: (store_at_start, store_at_end),
+        convergence: convergence.map(|()| converged_after),
+        alive: expected.len(),
+        deleted: deleted.len(),
     }
-    let mut all: Vec<Duration> = total.latencies.values().flatten().copied().collect();
-    println!(
-        "  all     {:>7} requests; latency p50 {}, p99 {}, max {}; {} watch events received, \
-         {} watch reconnects ({} resumed, {} afresh, {} after 410)",
-        all.len(),
-        millis(quantile(&mut all, 0.5)),
-        millis(quantile(&mut all, 0.99)),
-        millis(quantile(&mut all, 1.0)),
-        total.events,
-        total.reconnects.resumed + total.reconnects.fresh + total.reconnects.gone,
-        total.reconnects.resumed,
-        total.reconnects.fresh,
-        total.reconnects.gone,
-    );
-    let expected_errors: u64 = total.expected.values().sum();
-    println!(
-        "  errors: {} unexpected{}; {} expected races ({})",
-        total.unexpected,
-        if total.messages.is_empty() {
-            String::new()
-        } else {
-            format!(", first: {}", total.messages.join(" | "))
-        },
-        expected_errors,
-        if total.expected.is_empty() {
-            "none".to_owned()
-        } else {
-            total
-                .expected
-                .iter()
-                .map(|(what, n)| format!("{what} x{n}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        },
-    );
-    println!(
-        "  watches: {} stretches checked against {} distinct events: {} missed, {} duplicated",
-        gaps.stretches, gaps.events, gaps.missed, gaps.duplicated
-    );
-    // The first minute (a quarter of shorter runs) is warm-up: caches fill.
-    let warm_up = settings.interval.as_secs_f64().max(1.0);
-    let skipped = ((ran.as_secs_f64().min(240.0) / 4.0) / warm_up) as usize;
-    let trend = RssTrend::of(rss.get(skipped..).unwrap_or(&[]));
-    println!(
-        "  server RSS after {} of warm-up: first third {:.1} MiB, last third {:.1} MiB \
-         ({:+.1} MiB, {:+.0}%): {}; peak {:.1} MiB; bound {:.1} MiB -> {}",
-        human(settings.interval * skipped as u32),
-        mib(trend.first),
-        mib(trend.last),
-        (trend.last as f64 - trend.first as f64) / (1024.0 * 1024.0),
-        trend.growth_percent(),
-        if trend.is_flat() { "flat" } else { "growing" },
-        mib(trend.peak),
-        mib(trend.bound()),
-        if trend.within_bound() {
-            "ok"
-        } else {
-            "EXCEEDED"
-        },
-    );
-    if let (Some(first), Some(end)) = (samples.first(), end) {
-        let usage = Usage::between(*first, end, ran);
-        println!(
-            "  server CPU: {:.1}% of one core on average ({:.1} s in {})",
-            usage.cpu_percent,
-            (end.cpu.saturating_sub(first.cpu)).as_secs_f64(),
-            human(ran),
-        );
-    }
-    println!(
-        "  store on disk: {:.1} MiB at the start of the load, {:.1} MiB at the end",
-        mib(store_at_start),
-        mib(store_at_end)
-    );
-    match &convergence {
-        Ok(()) => println!(
-            "  controllers converged {:.1} s after the load stopped: {} applications RUNNING \
-             with their objects on the fakes, {} deleted ones gone",
-            converged_after.as_secs_f64(),
-            expected.len(),
-            deleted.len()
-        ),
-        Err(why) => {
-            println!(
-                "  controllers did NOT converge within {} s: {why}",
-                CONVERGE_WITHIN.as_secs()
-            );
-            let population = shared.population();
-            for name in why.names.iter().take(KEPT_ERRORS) {
-                println!("    {}", population.describe(name));
-            }
-        }
-    }
-    let passed = total.unexpected == 0
-        && gaps.missed == 0
-        && gaps.duplicated == 0
-        && trend.within_bound()
-        && convergence.is_ok();
+    .print(&shared.population());
     if passed {
         println!("soak: PASSED");
     } else {
@@ -523,6 +418,160 @@ async fn soak(settings: Settings) -> Result<bool, String> {
         dir.keep();
     }
     Ok(passed)
+}
+
+/// What a run measured, for its summary.
+#[derive(Debug)]
+struct Summary {
+    /// How long the load ran.
+    ran: Duration,
+    /// The whole run, start-up and final check included.
+    overall: Duration,
+    interval: Duration,
+    total: Tally,
+    gaps: Gaps,
+    /// The server's RSS at every interval.
+    rss: Vec<u64>,
+    /// The server's CPU share and CPU time over the load.
+    usage: Option<(Usage, Duration)>,
+    /// The store's size at the start and the end.
+    store: (u64, u64),
+    /// How long the controllers took to catch up, or what they did not do.
+    convergence: Result<Duration, Difference>,
+    alive: usize,
+    deleted: usize,
+}
+
+impl Summary {
+    /// Prints the summary; true when the run passed.
+    fn print(self, population: &Population) -> bool {
+        let Summary {
+            ran,
+            overall,
+            interval,
+            total,
+            gaps,
+            rss,
+            usage,
+            store: (store_at_start, store_at_end),
+            convergence,
+            alive,
+            deleted,
+        } = self;
+        println!(
+            "soak summary: {} of load ({} in all with start-up and the final check)",
+            human(ran),
+            human(overall)
+        );
+        for op in Op::ALL {
+            let mut latencies = total.latencies.get(&op).cloned().unwrap_or_default();
+            let count = total.requests.get(&op).copied().unwrap_or(0);
+            println!(
+                "  {:<7} {count:>7} requests, {:>6.2}/s; latency p50 {}, p99 {}, max {}",
+                op.name(),
+                count as f64 / ran.as_secs_f64().max(1e-9),
+                millis(quantile(&mut latencies, 0.5)),
+                millis(quantile(&mut latencies, 0.99)),
+                millis(quantile(&mut latencies, 1.0)),
+            );
+        }
+        let mut all: Vec<Duration> = total.latencies.values().flatten().copied().collect();
+        println!(
+            "  all     {:>7} requests; latency p50 {}, p99 {}, max {}; {} watch events received, \
+             {} watch reconnects ({} resumed, {} afresh, {} after 410)",
+            all.len(),
+            millis(quantile(&mut all, 0.5)),
+            millis(quantile(&mut all, 0.99)),
+            millis(quantile(&mut all, 1.0)),
+            total.events,
+            total.reconnects.resumed + total.reconnects.fresh + total.reconnects.gone,
+            total.reconnects.resumed,
+            total.reconnects.fresh,
+            total.reconnects.gone,
+        );
+        let expected_errors: u64 = total.expected.values().sum();
+        println!(
+            "  errors: {} unexpected{}; {} expected races ({})",
+            total.unexpected,
+            if total.messages.is_empty() {
+                String::new()
+            } else {
+                format!(", first: {}", total.messages.join(" | "))
+            },
+            expected_errors,
+            if total.expected.is_empty() {
+                "none".to_owned()
+            } else {
+                total
+                    .expected
+                    .iter()
+                    .map(|(what, n)| format!("{what} x{n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+        );
+        println!(
+            "  watches: {} stretches checked against {} distinct events: {} missed, {} duplicated",
+            gaps.stretches, gaps.events, gaps.missed, gaps.duplicated
+        );
+        // The first minute (a quarter of shorter runs) is warm-up: caches fill.
+        let warm_up = interval.as_secs_f64().max(1.0);
+        let skipped = ((ran.as_secs_f64().min(240.0) / 4.0) / warm_up) as usize;
+        let trend = RssTrend::of(rss.get(skipped..).unwrap_or(&[]));
+        println!(
+            "  server RSS after {} of warm-up: first third {:.1} MiB, last third {:.1} MiB \
+             ({:+.1} MiB, {:+.0}%): {}; peak {:.1} MiB; bound {:.1} MiB -> {}",
+            human(interval * skipped as u32),
+            mib(trend.first),
+            mib(trend.last),
+            (trend.last as f64 - trend.first as f64) / (1024.0 * 1024.0),
+            trend.growth_percent(),
+            if trend.is_flat() { "flat" } else { "growing" },
+            mib(trend.peak),
+            mib(trend.bound()),
+            if trend.within_bound() {
+                "ok"
+            } else {
+                "EXCEEDED"
+            },
+        );
+        if let Some((usage, cpu)) = usage {
+            println!(
+                "  server CPU: {:.1}% of one core on average ({:.1} s in {})",
+                usage.cpu_percent,
+                cpu.as_secs_f64(),
+                human(ran),
+            );
+        }
+        println!(
+            "  store on disk: {:.1} MiB at the start of the load, {:.1} MiB at the end",
+            mib(store_at_start),
+            mib(store_at_end)
+        );
+        match &convergence {
+            Ok(converged_after) => println!(
+                "  controllers converged {:.1} s after the load stopped: {} applications RUNNING \
+                 with their objects on the fakes, {} deleted ones gone",
+                converged_after.as_secs_f64(),
+                alive,
+                deleted
+            ),
+            Err(why) => {
+                println!(
+                    "  controllers did NOT converge within {} s: {why}",
+                    CONVERGE_WITHIN.as_secs()
+                );
+                for name in why.names.iter().take(KEPT_ERRORS) {
+                    println!("    {}", population.describe(name));
+                }
+            }
+        }
+        total.unexpected == 0
+            && gaps.missed == 0
+            && gaps.duplicated == 0
+            && trend.within_bound()
+            && convergence.is_ok()
+    }
 }
 
 /// The `krake-server` child process and its URL.
@@ -1370,13 +1419,30 @@ struct Usage {
 }
 
 impl Usage {
-    fn between(before: ProcessSample, after: ProcessSample, wall: Duration) -> Usage {
+    /// Between two timed samples.
+    fn between(
+        (before_at, before): (Instant, ProcessSample),
+        (after_at, after): (Instant, ProcessSample),
+    ) -> Usage {
+        let wall = after_at.saturating_duration_since(before_at);
         Usage {
             cpu_percent: after.cpu.saturating_sub(before.cpu).as_secs_f64()
                 / wall.as_secs_f64().max(1e-9)
                 * 100.0,
             rss: after.rss,
         }
+    }
+
+    /// Over the run, from its first and last sample.
+    fn between_samples(
+        first: Option<(Instant, ProcessSample)>,
+        last: Option<(Instant, ProcessSample)>,
+    ) -> Option<(Usage, Duration)> {
+        let (first, last) = (first?, last?);
+        Some((
+            Usage::between(first, last),
+            last.1.cpu.saturating_sub(first.1.cpu),
+        ))
     }
 }
 
