@@ -14,7 +14,8 @@
 //! - **The load**, over HTTP as any client: about [`DEFAULT_RATE`] requests
 //!   per second ([`RATE_VARIABLE`] sets another rate), mixed: application
 //!   creates (a Deployment and a NodePort Service each, so the controllers
-//!   deploy them on a fake), updates (a label and the replicas, so the
+//!   deploy them on a fake), updates (a GET, then a PUT with the
+//!   `resource_version` read and a new label and replica count, so the
 //!   controllers apply again), deletes (the controllers remove the objects
 //!   from the fake, the garbage collector the finalizer), GETs and lists;
 //!   the applications alive wander around [`POPULATION`]. At most
@@ -45,7 +46,8 @@
 //! It fails (exit status 1) when a request failed unexpectedly (5xx, a
 //! connection error, a timeout, a 4xx other than the races a mixed load
 //! brings: 404 of an update, GET or delete of an application deleted
-//! meanwhile, 409 of an update or delete), when a watch missed an event or
+//! meanwhile, 409 of an update or delete, 410 of a resumed watch whose
+//! revision is compacted), when a watch missed an event or
 //! got one twice, when the server's RSS in the last third exceeds the first
 //! third by more than half plus [`RSS_SLACK_MIB`] MiB, when the controllers
 //! do not converge, or when the server exits.
