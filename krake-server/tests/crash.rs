@@ -5,16 +5,15 @@
 //! flight at the kill may or may not be.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::collections::BTreeSet;
-use std::path::Path;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
 use krake_client::{Client, DynamicApi};
 use krake_data::registry;
-use krake_testkit::process::{ChildProcess, free_ports};
 use serde_json::json;
 
 const KILLS: usize = 20;
@@ -26,37 +25,6 @@ fn random_between(low: u64, high: u64) -> u64 {
     use std::hash::BuildHasher;
     let hash = std::collections::hash_map::RandomState::new().hash_one(Instant::now());
     low + hash % (high - low + 1)
-}
-
-/// Starts `krake-server` on `data_dir` (API only) and waits until it is
-/// ready; tries other ports if the one picked was taken meanwhile.
-async fn start(data_dir: &Path, log: &Path) -> (ChildProcess, String) {
-    let mut last = String::new();
-    for _ in 0..5 {
-        let [port] = free_ports().unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_krake-server"));
-        command
-            .args(["--data-dir", data_dir.to_str().unwrap()])
-            .args(["--port", &port.to_string()])
-            .args(["--no-gc", "--no-scheduler"])
-            .args(["--no-kubernetes-application", "--no-kubernetes-cluster"])
-            .env("KRAKE_LOG_LEVEL", "warn");
-        let mut child = ChildProcess::spawn("krake-server", command, log).unwrap();
-        let url = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
-        let ready = child
-            .wait_ready(Duration::from_secs(20), || {
-                let request = http.get(format!("{url}/readyz")).send();
-                async move { request.await.is_ok_and(|r| r.status().is_success()) }
-            })
-            .await;
-        match ready {
-            Ok(()) => return (child, url),
-            Err(err) if err.to_string().contains("ddress already in use") => last = err.to_string(),
-            Err(err) => panic!("krake-server did not start on the data folder: {err}"),
-        }
-    }
-    panic!("no free port for krake-server: {last}");
 }
 
 /// Creates roles named `{prefix}-{n}` one after the other until a request
@@ -109,7 +77,8 @@ async fn every_acknowledged_write_survives_sigkill() {
     let mut per_round = Vec::new();
     for round in 0..=KILLS {
         let started = Instant::now();
-        let (mut server, url) = start(&data_dir, &log).await;
+        let (mut server, url) =
+            support::start_api(&["--data-dir", data_dir.to_str().unwrap()], &log).await;
         let took = started.elapsed();
         startup += took;
         slowest_startup = slowest_startup.max(took);

@@ -10,9 +10,9 @@
 //! - Every acknowledged create is readable afterwards.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,41 +21,11 @@ use futures::{StreamExt, TryStreamExt};
 use krake_client::{Backoff, Client, DynamicApi, WatchConfig, WatchEvent};
 use krake_data::registry;
 use krake_testkit::etcd::EtcdProcess;
-use krake_testkit::process::{ChildProcess, free_ports};
 use serde_json::{Value, json};
 
 /// Load before the kill, and after it.
 const BEFORE_KILL: Duration = Duration::from_secs(2);
 const AFTER_KILL: Duration = Duration::from_secs(3);
-
-/// Starts a `krake-server` API replica (no controllers) on etcd.
-async fn start_replica(etcd: &str, log: &Path) -> (ChildProcess, String) {
-    let mut last = String::new();
-    for _ in 0..5 {
-        let [port] = free_ports().unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_krake-server"));
-        command
-            .args(["--etcd", etcd, "--port", &port.to_string()])
-            .args(["--no-gc", "--no-scheduler"])
-            .args(["--no-kubernetes-application", "--no-kubernetes-cluster"])
-            .env("KRAKE_LOG_LEVEL", "warn");
-        let mut child = ChildProcess::spawn("krake-server", command, log).unwrap();
-        let url = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
-        let ready = child
-            .wait_ready(Duration::from_secs(20), || {
-                let request = http.get(format!("{url}/readyz")).send();
-                async move { request.await.is_ok_and(|r| r.status().is_success()) }
-            })
-            .await;
-        match ready {
-            Ok(()) => return (child, url),
-            Err(err) if err.to_string().contains("ddress already in use") => last = err.to_string(),
-            Err(err) => panic!("krake-server did not start: {err}"),
-        }
-    }
-    panic!("no free port for krake-server: {last}");
-}
 
 fn roles(client: Client) -> DynamicApi {
     DynamicApi::new(client, registry::by_plural("core", "roles").unwrap(), None)
@@ -213,8 +183,10 @@ async fn ha_reader(api: DynamicApi, shared: Arc<Shared>) {
 async fn killing_one_replica_is_invisible_to_the_clients_of_the_other() {
     let etcd = EtcdProcess::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (mut replica_a, url_a) = start_replica(&etcd.endpoint(), &dir.path().join("a.log")).await;
-    let (_replica_b, url_b) = start_replica(&etcd.endpoint(), &dir.path().join("b.log")).await;
+    let (mut replica_a, url_a) =
+        support::start_api(&["--etcd", &etcd.endpoint()], &dir.path().join("a.log")).await;
+    let (_replica_b, url_b) =
+        support::start_api(&["--etcd", &etcd.endpoint()], &dir.path().join("b.log")).await;
 
     let on_a = roles(Client::new(&url_a).unwrap());
     let on_b = roles(Client::new(&url_b).unwrap());
