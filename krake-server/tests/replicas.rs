@@ -327,9 +327,13 @@ async fn killing_one_replica_is_invisible_to_the_clients_of_the_other() {
     let b_errors = shared.b_errors.lock().unwrap().clone();
     let ha_read_errors = shared.ha_read_errors.lock().unwrap().clone();
     let ha_write_failures = shared.ha_write_failures.lock().unwrap().clone();
+    // A write sent on a pooled connection to A that the client had not yet
+    // seen close (the kernel's reset of a SIGKILLed process reaches the
+    // connection's task a moment later) fails with its outcome unknown, and
+    // is rightly not sent again: allowed just after the kill, never later.
     let late_failures: Vec<_> = ha_write_failures
         .iter()
-        .filter(|(started, _)| *started > killed)
+        .filter(|(started, _)| *started > killed + Duration::from_secs(1))
         .collect();
     println!(
         "replica A killed (SIGKILL, {:?} to reap) after {BEFORE_KILL:?} of load, {AFTER_KILL:?} \
@@ -366,8 +370,9 @@ async fn killing_one_replica_is_invisible_to_the_clients_of_the_other() {
     assert!(ha_read_errors.is_empty(), "{ha_read_errors:?}");
     assert!(late_failures.is_empty(), "{late_failures:?}");
     assert!(
-        ha_write_failures.len() <= 1,
-        "one writer, at most one write in flight: {ha_write_failures:?}"
+        ha_write_failures.len() <= 2,
+        "one writer: at most the write in flight at the kill and one on a dead pooled \
+         connection: {ha_write_failures:?}"
     );
     assert!(duplicated.is_empty(), "{duplicated:?}");
     assert_eq!(unreadable, 0);
