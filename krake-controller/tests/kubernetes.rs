@@ -778,3 +778,52 @@ async fn bad_input_ends_in_a_clear_state_and_reason() {
     );
     assert_eq!(on(&env.app("refused").await), "c");
 }
+
+/// An application deleted while its first apply is still on the way (the
+/// resources land on the cluster, but `running_on` is never written: the
+/// deletion changed the object, so that status write is refused) leaves
+/// nothing behind: the deletion cleans `scheduled_to` too. Found by the
+/// soak (`scripts/soak`), where deletes follow creates within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_deleted_during_its_first_apply_leaves_nothing() {
+    let env = Env::start().await;
+    let fake = FakeCluster::start().await.unwrap();
+    env.register("slow", fake.kubeconfig(), json!({})).await;
+    env.online("slow").await;
+
+    // Every answer of the cluster now takes 1.5 s: the apply is in flight
+    // long enough to delete the application meanwhile.
+    fake.faults().slow(Some(Duration::from_millis(1_500)));
+    create_app(
+        &env,
+        "brief",
+        json!([deployment("brief", 1, json!([]))]),
+        json!({}),
+    )
+    .await;
+    env.app_until("brief", "CREATING", |a| {
+        a.status.state == ApplicationState::Creating
+    })
+    .await;
+    env.api::<Application>()
+        .delete("brief", &DeleteParams::default())
+        .await
+        .unwrap();
+    // The apply lands after the deletion.
+    until("the Deployment applied", || async {
+        fake.get("apps/v1", "Deployment", Some("default"), "brief")
+            .is_some()
+    })
+    .await;
+    fake.faults().slow(None);
+
+    until("the application removed", || async {
+        env.api::<Application>().get("brief").await.is_err()
+    })
+    .await;
+    until("the Deployment deleted from the cluster", || async {
+        fake.get("apps/v1", "Deployment", Some("default"), "brief")
+            .is_none()
+    })
+    .await;
+}

@@ -6,9 +6,10 @@
 //!
 //! 1. **Deleted**, our finalizer `kubernetes_resources_deletion` at the
 //!    tail: state DELETING, every resource of the application deleted on
-//!    its `running_on` cluster (404 is fine; a cluster that no longer
-//!    exists is skipped), `running_on` cleared, the finalizer popped (the
-//!    API then removes the object).
+//!    its `running_on` cluster and on its `scheduled_to` cluster (where an
+//!    apply may have happened that `running_on` does not record yet; 404 is
+//!    fine; a cluster that no longer exists is skipped), `running_on`
+//!    cleared, the finalizer popped (the API then removes the object).
 //! 2. **Accepted** only once the scheduler handed it over
 //!    (`kube_controller_triggered ≥ modified`, Krake's rule, so every user
 //!    update goes through the scheduler first) and it has `scheduled_to`.
@@ -639,8 +640,18 @@ async fn cleanup(app: &Arc<Application>, cx: &Context) -> Result<Action, Applica
         current.status.state = ApplicationState::Deleting;
         current = apps(app, cx).status(&current).await?;
     }
-    if let Some(running_on) = current.status.running_on.clone() {
-        if let Err(err) = delete_everything(&current, cx, &running_on).await {
+    // `running_on` is written after the resources are applied, so a
+    // deletion that comes between the apply and that write (or after an
+    // apply that failed half-way) finds resources on `scheduled_to` that
+    // `running_on` does not name: both are cleaned (404 is fine there).
+    let mut clusters: Vec<ResourceRef> = current.status.running_on.iter().cloned().collect();
+    if let Some(scheduled_to) = &current.status.scheduled_to
+        && !clusters.contains(scheduled_to)
+    {
+        clusters.push(scheduled_to.clone());
+    }
+    for cluster in &clusters {
+        if let Err(err) = delete_everything(&current, cx, cluster).await {
             if let ApplicationError::Cluster(cause) = &err {
                 let mut status = current.status.clone();
                 status.reason = Some(Reason::new(ReasonCode::DeleteFailed, cause.to_string()));
@@ -648,6 +659,8 @@ async fn cleanup(app: &Arc<Application>, cx: &Context) -> Result<Action, Applica
             }
             return Err(err);
         }
+    }
+    if current.status.running_on.is_some() {
         current.status.running_on = None;
         current.status.reason = None;
         current = apps(app, cx).status(&current).await?;
