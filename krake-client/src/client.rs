@@ -310,6 +310,15 @@ impl Client {
         }
     }
 
+    /// Whether this client may write now: `Ok` without a write guard, else
+    /// what the guard says ([`Error::WriteRefused`] when it refuses). For
+    /// writes made on the client's behalf elsewhere (a controller applying
+    /// to a Kubernetes cluster under the same lease) to be fenced like its
+    /// own requests.
+    pub fn may_write(&self) -> Result<()> {
+        self.check_write(&Method::POST)
+    }
+
     /// Asks the write guard whether a request with `method` may go out.
     fn check_write(&self, method: &Method) -> Result<()> {
         match &self.write_guard {

@@ -12,10 +12,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use krake_api::testing::TestServer;
-use krake_client::{Api, Client, DeleteParams};
+use krake_client::{Api, Client, DeleteParams, WriteGuard};
 use krake_controller::gc::{GarbageCollector, GcConfig};
 use krake_controller::kubernetes::{
     ApplicationController, ApplicationControllerConfig, ClientTimeouts, ClusterController,
@@ -48,6 +50,12 @@ impl Drop for Env {
 impl Env {
     /// The API, the scheduler and both Kubernetes controllers.
     async fn start() -> Env {
+        Self::start_guarded(None).await
+    }
+
+    /// [`Env::start`], the application controller's writes checked by
+    /// `guard` (as a leader elector's fencing does).
+    async fn start_guarded(guard: Option<Arc<dyn WriteGuard>>) -> Env {
         let server = TestServer::embedded().await;
         let client = Client::new(&server.url()).unwrap();
         let shutdown = CancellationToken::new();
@@ -71,7 +79,11 @@ impl Env {
         };
         tokio::spawn(Scheduler::new(&reflectors, scheduler).run(shutdown.clone()));
         tokio::spawn(GarbageCollector::new(&reflectors, GcConfig::default()).run(shutdown.clone()));
-        tokio::spawn(ApplicationController::new(&reflectors, applications).run(shutdown.clone()));
+        let fenced = match guard {
+            Some(guard) => reflectors.with_client(client.with_write_guard(guard)),
+            None => reflectors.clone(),
+        };
+        tokio::spawn(ApplicationController::new(&fenced, applications).run(shutdown.clone()));
         tokio::spawn(ClusterController::new(&reflectors, clusters).run(shutdown.clone()));
         Env {
             _server: server,
@@ -824,6 +836,82 @@ async fn an_application_deleted_during_its_first_apply_leaves_nothing() {
     until("the Deployment deleted from the cluster", || async {
         fake.get("apps/v1", "Deployment", Some("default"), "brief")
             .is_none()
+    })
+    .await;
+}
+
+/// A write guard that lets a given number of writes out, then refuses
+/// (a leader whose lease runs out between two writes of one reconcile);
+/// unlimited while the budget is negative.
+#[derive(Debug)]
+struct Budget {
+    left: AtomicI64,
+}
+
+impl WriteGuard for Budget {
+    fn check(&self) -> Result<(), String> {
+        let allowed = self
+            .left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                (left != 0).then(|| if left > 0 { left - 1 } else { left })
+            })
+            .is_ok();
+        if allowed {
+            Ok(())
+        } else {
+            Err("this replica lost its lease".into())
+        }
+    }
+}
+
+/// A controller whose lease runs out in the middle of a reconcile (after
+/// its status write announcing RECONCILING, before the apply) changes
+/// nothing on the cluster: every write to a cluster asks the same guard as
+/// the writes to the Krake API. Once writes are allowed again, the update
+/// is applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_application_controller_does_not_touch_the_cluster() {
+    let budget = Arc::new(Budget {
+        left: AtomicI64::new(-1),
+    });
+    let env = Env::start_guarded(Some(budget.clone())).await;
+    let fake = FakeCluster::start().await.unwrap();
+    env.register("only", fake.kubeconfig(), json!({})).await;
+    env.online("only").await;
+    create_app(
+        &env,
+        "fenced",
+        json!([deployment("fenced", 1, json!([]))]),
+        json!({}),
+    )
+    .await;
+    env.running("fenced").await;
+    let replicas = || {
+        fake.get("apps/v1", "Deployment", Some("default"), "fenced")
+            .and_then(|d| d["spec"]["replicas"].as_i64())
+    };
+    assert_eq!(replicas(), Some(1));
+
+    // One more write (the RECONCILING status), then the lease is gone.
+    budget.left.store(1, Ordering::SeqCst);
+    env.update_spec("fenced", |spec| {
+        spec["manifest"][0]["spec"]["replicas"] = json!(3);
+    })
+    .await;
+    env.app_until("fenced", "RECONCILING", |a| {
+        a.status.state == ApplicationState::Reconciling
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        replicas(),
+        Some(1),
+        "a controller without its lease applied to the cluster"
+    );
+
+    budget.left.store(-1, Ordering::SeqCst);
+    until("the update applied once writes are allowed", || async {
+        replicas() == Some(3)
     })
     .await;
 }

@@ -47,6 +47,13 @@
 //!   INVALID_CUSTOM_RESOURCE; a resource without apiVersion, kind or name:
 //!   INVALID_RESOURCE.
 //! - Krake API failures: retried with backoff, nothing written.
+//!
+//! # Fencing
+//!
+//! Every write to a cluster (apply, delete) first asks the Krake client's
+//! write guard ([`Client::may_write`](krake_client::Client::may_write)):
+//! under leader election a replica that lost its lease (a paused process
+//! that woke up) changes nothing on the clusters either.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -496,6 +503,7 @@ async fn apply_on(
     }
     for index in to_apply {
         let p = &planned[index];
+        cx.client.may_write()?;
         let object = client
             .apply(&p.kind, &p.namespace, &last_applied[index])
             .await
@@ -512,6 +520,7 @@ async fn apply_on(
         match old {
             Ok(old) => {
                 for p in old {
+                    cx.client.may_write()?;
                     client
                         .delete(&p.kind, &p.namespace, &p.id.name)
                         .await
@@ -623,6 +632,7 @@ async fn delete_everything(
             .namespace
             .clone()
             .unwrap_or_else(|| client.default_namespace().to_owned());
+        cx.client.may_write()?;
         client
             .delete(&kind, &namespace, &id.name)
             .await
