@@ -53,6 +53,13 @@ pub struct EtcdSection {
     pub client_key: Option<PathBuf>,
     /// Krake's key; krake-rs retries conflicting writes internally.
     pub retry_transactions: Option<u32>,
+    /// Beyond Krake: seconds any etcd request may take before it fails
+    /// with 503 (default 5).
+    pub request_timeout: Option<f64>,
+    /// Beyond Krake: seconds a request may be held while etcd elects a
+    /// leader or the server fails over to another member (default 4; at
+    /// most `request_timeout`).
+    pub retry_budget: Option<f64>,
 }
 
 /// Krake's `tls` section.

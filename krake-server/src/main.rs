@@ -280,11 +280,61 @@ enum StoreChoice {
     Etcd(Vec<String>, Option<EtcdTls>),
 }
 
+/// `etcd.request_timeout` and `etcd.retry_budget`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct EtcdTiming {
+    request_timeout: Duration,
+    retry_budget: Duration,
+}
+
+impl EtcdTiming {
+    /// From the file's etcd section, checked; the store's defaults for what
+    /// it leaves out.
+    fn from_file(etcd: Option<&config::EtcdSection>) -> Result<Self, ConfigError> {
+        let defaults = EtcdOptions::default();
+        let seconds = |name: &str, value: Option<f64>, default: Duration| match value {
+            None => Ok(default),
+            Some(s) if s.is_finite() && s > 0.0 => {
+                Duration::try_from_secs_f64(s).map_err(|_| bad_seconds(name, s))
+            }
+            Some(s) => Err(bad_seconds(name, s)),
+        };
+        let request_timeout = seconds(
+            "etcd.request_timeout",
+            etcd.and_then(|e| e.request_timeout),
+            defaults.request_timeout,
+        )?;
+        let retry_budget = seconds(
+            "etcd.retry_budget",
+            etcd.and_then(|e| e.retry_budget),
+            defaults.retry_budget.min(request_timeout),
+        )?;
+        if retry_budget > request_timeout {
+            return Err(ConfigError::Unsupported(format!(
+                "etcd.retry_budget ({retry_budget:?}) is longer than etcd.request_timeout \
+                 ({request_timeout:?})"
+            )));
+        }
+        Ok(EtcdTiming {
+            request_timeout,
+            retry_budget,
+        })
+    }
+}
+
+fn bad_seconds(name: &str, value: f64) -> ConfigError {
+    ConfigError::Unsupported(format!(
+        "{name}: {value} is not a positive number of seconds"
+    ))
+}
+
 /// Everything the server needs, after merging file, environment and flags.
 #[derive(Debug)]
 struct Settings {
     address: String,
     store: StoreChoice,
+    /// The etcd request timeout and retry budget (with etcd).
+    etcd_timing: EtcdTiming,
     api: ApiConfig,
     tls: Option<TlsFiles>,
     bootstrap: Vec<PathBuf>,
@@ -504,6 +554,7 @@ fn settings(cli: Cli) -> Result<Settings, ConfigError> {
         }
     }
     check_etcd_schemes(&endpoints, etcd_tls.is_some())?;
+    let etcd_timing = EtcdTiming::from_file(file.etcd.as_ref())?;
     let data_dir = cli
         .data_dir
         .or(file.store.data_dir.clone())
@@ -623,6 +674,7 @@ fn settings(cli: Cli) -> Result<Settings, ConfigError> {
     Ok(Settings {
         address,
         store,
+        etcd_timing,
         api,
         tls,
         bootstrap: cli.bootstrap_files,
@@ -815,7 +867,10 @@ fn init_logging(filter: &str, format: LogFormat) {
     }
 }
 
-async fn open_store(choice: &StoreChoice) -> Result<Arc<dyn Store>, ServerError> {
+async fn open_store(
+    choice: &StoreChoice,
+    timing: EtcdTiming,
+) -> Result<Arc<dyn Store>, ServerError> {
     Ok(match choice {
         StoreChoice::Embedded(dir, options) => {
             let path = dir.join("krake.redb");
@@ -833,6 +888,8 @@ async fn open_store(choice: &StoreChoice) -> Result<Arc<dyn Store>, ServerError>
             tracing::info!(?endpoints, tls = tls.is_some(), "using etcd");
             let options = EtcdOptions {
                 tls: tls.clone(),
+                request_timeout: timing.request_timeout,
+                retry_budget: timing.retry_budget,
                 ..EtcdOptions::default()
             };
             Arc::new(EtcdStore::connect(endpoints, options).await?)
@@ -998,7 +1055,7 @@ async fn joined(
 }
 
 async fn serve(mut settings: Settings) -> Result<(), ServerError> {
-    let store = open_store(&settings.store).await?;
+    let store = open_store(&settings.store, settings.etcd_timing).await?;
     load_manifests(&store, &settings.bootstrap, false).await?;
     let tls = settings
         .tls
@@ -1206,7 +1263,7 @@ async fn run(settings: Settings, command: Option<Command>) -> Result<(), ServerE
         // Handled by `main` before the server's settings are read.
         Some(Command::Controller(_)) => Ok(()),
         Some(Command::Bootstrap { files, force }) => {
-            let store = open_store(&settings.store).await?;
+            let store = open_store(&settings.store, settings.etcd_timing).await?;
             load_manifests(&store, &files, force).await
         }
     }
@@ -1359,6 +1416,39 @@ mod tests {
             s.store,
             StoreChoice::Etcd(vec!["http://a:1".into(), "http://b:2".into()], None)
         );
+    }
+
+    #[test]
+    fn etcd_timing_comes_from_the_file_and_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("api.yaml");
+        let parse_etcd = |section: &str| {
+            std::fs::write(
+                &file,
+                format!("etcd: {{endpoints: [\"http://a:1\"], {section}}}\n"),
+            )
+            .unwrap();
+            parse(&["--config", file.to_str().unwrap()])
+        };
+        let s = parse_etcd("request_timeout: 2, retry_budget: 1.5").unwrap();
+        assert_eq!(s.etcd_timing.request_timeout, Duration::from_secs(2));
+        assert_eq!(s.etcd_timing.retry_budget, Duration::from_millis(1_500));
+        // Without a budget: the default, within the timeout.
+        let s = parse_etcd("request_timeout: 1").unwrap();
+        assert_eq!(s.etcd_timing.retry_budget, Duration::from_secs(1));
+        let s = parse_etcd("port: 2379").unwrap();
+        assert_eq!(
+            s.etcd_timing.request_timeout,
+            EtcdOptions::default().request_timeout
+        );
+        for (section, named) in [
+            ("request_timeout: 2, retry_budget: 3", "longer than"),
+            ("request_timeout: -1", "etcd.request_timeout"),
+            ("retry_budget: 0", "etcd.retry_budget"),
+        ] {
+            let err = parse_etcd(section).unwrap_err().to_string();
+            assert!(err.contains(named), "{section}: {err}");
+        }
     }
 
     #[test]
