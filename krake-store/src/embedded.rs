@@ -684,20 +684,25 @@ impl Inner {
             .unzip();
         match self.apply_group(&mut writer, &ops) {
             Ok(results) => {
-                let mut last = None;
+                // The current revision first (as one write at a time did):
+                // whoever sees an event also sees a revision that covers it.
+                let last = results
+                    .iter()
+                    .filter_map(|result| result.as_ref().ok())
+                    .map(|event| event.kv.mod_revision)
+                    .max();
+                if let Some(revision) = last {
+                    self.revision.store(revision, Ordering::SeqCst);
+                }
                 for (result, reply) in results.into_iter().zip(replies) {
                     let answer = result.map(|event| {
                         let revision = event.kv.mod_revision;
-                        last = Some(revision);
                         // No receiver (no live watch) is not an error.
                         let _ = self.events.send(Arc::new(event));
                         revision
                     });
                     // A caller that went away does not need its answer.
                     let _ = reply.send(answer);
-                }
-                if let Some(revision) = last {
-                    self.revision.store(revision, Ordering::SeqCst);
                 }
             }
             Err(error) => {
