@@ -14,42 +14,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::http::Method;
 use futures::StreamExt;
 use krake_api::ApiConfig;
 use krake_client::{Api, Backoff, Client, DynamicApi, Error, WatchConfig, WatchEvent, WriteGuard};
 use krake_data::kinds::kubernetes::Application;
 use krake_data::registry;
 use serde_json::{Value, json};
-use support::{RestartableServer, app};
+use support::{RestartableServer, app, counting_server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-#[derive(Default)]
-struct Counts {
-    reads: AtomicUsize,
-    writes: AtomicUsize,
-}
-
-/// A server that answers `{}`-like JSON to everything and counts requests.
-async fn counting_server() -> (SocketAddr, Arc<Counts>) {
-    let counts = Arc::new(Counts::default());
-    let seen = counts.clone();
-    let app = Router::new().fallback(move |method: Method| {
-        let seen = seen.clone();
-        async move {
-            if method == Method::GET {
-                seen.reads.fetch_add(1, Ordering::SeqCst);
-            } else {
-                seen.writes.fetch_add(1, Ordering::SeqCst);
-            }
-            axum::Json(json!({"metadata": {"name": "r"}, "items": []}))
-        }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (address, counts)
-}
 
 /// A loopback address nothing listens on: connections are refused.
 async fn dead_address() -> SocketAddr {

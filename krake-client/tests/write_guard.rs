@@ -2,42 +2,15 @@
 //! watches are not guarded; an allowed write goes out.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use axum::Router;
-use axum::http::Method;
 use krake_client::{Client, DeleteParams, DynamicApi, Error, WriteGuard};
 use krake_data::registry;
 use serde_json::json;
-
-/// A server that answers `{}` to everything and counts requests by method.
-#[derive(Default)]
-struct Counts {
-    reads: AtomicUsize,
-    writes: AtomicUsize,
-}
-
-async fn counting_server() -> (SocketAddr, Arc<Counts>) {
-    let counts = Arc::new(Counts::default());
-    let seen = counts.clone();
-    let app = Router::new().fallback(move |method: Method| {
-        let seen = seen.clone();
-        async move {
-            if method == Method::GET {
-                seen.reads.fetch_add(1, Ordering::SeqCst);
-            } else {
-                seen.writes.fetch_add(1, Ordering::SeqCst);
-            }
-            axum::Json(json!({"metadata": {"name": "r"}, "items": []}))
-        }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (address, counts)
-}
+use support::counting_server;
 
 #[derive(Debug, Default)]
 struct Switch {

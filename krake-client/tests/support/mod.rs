@@ -4,8 +4,11 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use axum::Router;
+use axum::http::Method;
 use krake_api::store::Store;
 use krake_api::{ApiConfig, ApiState, router};
 use krake_data::Metadata;
@@ -97,4 +100,35 @@ impl Drop for RestartableServer {
             task.abort();
         }
     }
+}
+
+/// What [`counting_server`] was asked, by kind of request.
+#[derive(Default)]
+pub struct Counts {
+    /// GET requests.
+    pub reads: AtomicUsize,
+    /// Every other method.
+    pub writes: AtomicUsize,
+}
+
+/// A server that answers the same small JSON (an object named `r`, an empty
+/// list) to everything and counts the requests by method.
+pub async fn counting_server() -> (SocketAddr, Arc<Counts>) {
+    let counts = Arc::new(Counts::default());
+    let seen = counts.clone();
+    let app = Router::new().fallback(move |method: Method| {
+        let seen = seen.clone();
+        async move {
+            if method == Method::GET {
+                seen.reads.fetch_add(1, Ordering::SeqCst);
+            } else {
+                seen.writes.fetch_add(1, Ordering::SeqCst);
+            }
+            axum::Json(serde_json::json!({"metadata": {"name": "r"}, "items": []}))
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (address, counts)
 }
