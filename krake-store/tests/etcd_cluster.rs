@@ -130,6 +130,24 @@ fn longest_gap(writes: &[Write]) -> (Duration, Instant) {
         .expect("at least two acknowledged writes")
 }
 
+/// The writes in `writes` that failed.
+fn failed(writes: &[Write]) -> Vec<&Write> {
+    writes
+        .iter()
+        .filter(|write| write.result.is_err())
+        .collect()
+}
+
+/// When the first write sent after `fault` was acknowledged.
+fn resumed_after(writes: &[Write], fault: Instant) -> Instant {
+    writes
+        .iter()
+        .filter(|write| write.result.is_ok() && write.sent > fault)
+        .map(|write| write.done)
+        .min()
+        .expect("writes resumed after the fault")
+}
+
 /// Checks that every acknowledged create is in etcd at its revision, and
 /// that the watch saw exactly the history of [`PREFIX`] (every key once, at
 /// its create revision, in order).
@@ -211,16 +229,8 @@ async fn the_leader_killed_under_writes() {
         writes.extend(writer.await.unwrap());
     }
     let (pause, pause_start) = longest_gap(&writes);
-    let resumed = writes
-        .iter()
-        .filter(|write| write.result.is_ok() && write.sent > killed)
-        .map(|write| write.done)
-        .min()
-        .expect("writes resumed after the kill");
-    let failures: Vec<&Write> = writes
-        .iter()
-        .filter(|write| write.result.is_err())
-        .collect();
+    let resumed = resumed_after(&writes, killed);
+    let failures = failed(&writes);
     let acknowledged = writes.len() - failures.len();
     eprintln!(
         "WRITE PAUSE {pause:?} (from {:?} after the start; the kill was at {:?}); \
@@ -315,16 +325,8 @@ async fn a_frozen_leader_is_routed_around() {
         writes.push(create.await.unwrap());
     }
     let (pause, _) = longest_gap(&writes);
-    let resumed = writes
-        .iter()
-        .filter(|write| write.result.is_ok() && write.sent > frozen)
-        .map(|write| write.done)
-        .min()
-        .expect("writes resumed after the freeze");
-    let failures: Vec<&Write> = writes
-        .iter()
-        .filter(|write| write.result.is_err())
-        .collect();
+    let resumed = resumed_after(&writes, frozen);
+    let failures = failed(&writes);
     eprintln!(
         "WRITE PAUSE {pause:?}; first write sent after the freeze acknowledged {:?} after it; \
          {} writes, {} failed",
@@ -385,10 +387,7 @@ async fn a_follower_killed_and_restarted_costs_nothing() {
         writes.extend(writer.await.unwrap());
     }
     let (pause, _) = longest_gap(&writes);
-    let failures: Vec<&Write> = writes
-        .iter()
-        .filter(|write| write.result.is_err())
-        .collect();
+    let failures = failed(&writes);
     eprintln!(
         "longest gap between writes {pause:?}; {} writes, {} failed",
         writes.len(),
