@@ -84,6 +84,16 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
+/// The CORS policy for `cors_origin`.
+///
+/// `*` lets any web page read responses, but never with credentials: a
+/// browser then sends no cookies or client certificates and ignores what
+/// comes back from a credentialed request. (Krake mirrors the request's
+/// origin and allows credentials, which lets any page a user visits act as
+/// the user with their client certificate.) A configured origin is the only
+/// one allowed, with credentials, as in Krake. A value that is not a valid
+/// header value allows no cross-origin reads at all (krake-server refuses such
+/// a configuration before it gets here).
 fn cors_layer(origin: &str) -> CorsLayer {
     let methods = [
         Method::DELETE,
@@ -95,14 +105,14 @@ fn cors_layer(origin: &str) -> CorsLayer {
     let layer = CorsLayer::new()
         .allow_methods(methods)
         .allow_headers(tower_http::cors::AllowHeaders::mirror_request());
+    if origin == "*" {
+        return layer.allow_origin(AllowOrigin::any());
+    }
     match HeaderValue::from_str(origin) {
-        Ok(value) if origin != "*" => layer
+        Ok(value) => layer
             .allow_origin(AllowOrigin::exact(value))
             .allow_credentials(true),
-        // Credentials cannot be combined with a literal `*`: mirror the origin.
-        _ => layer
-            .allow_origin(AllowOrigin::mirror_request())
-            .allow_credentials(true),
+        Err(_) => layer.allow_origin(AllowOrigin::list([])),
     }
 }
 

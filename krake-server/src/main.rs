@@ -601,6 +601,11 @@ fn settings(cli: Cli) -> Result<Settings, ConfigError> {
         ..ApiConfig::default()
     };
     if let Some(origin) = file.authentication.cors_origin {
+        if !is_cors_origin(&origin) {
+            return Err(ConfigError::Unsupported(format!(
+                "authentication.cors_origin: {origin:?} is neither \"*\" nor an origin such as \"https://console.example:8443\""
+            )));
+        }
         api.cors_origin = origin;
     }
     if let Some(seconds) = file.connections.write_timeout {
@@ -1371,6 +1376,38 @@ mod tests {
     }
 
     #[test]
+    fn cors_origin_is_star_or_an_origin() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("api.yaml");
+        for (origin, accepted) in [
+            ("*", true),
+            ("https://console.example:8443", true),
+            ("http://localhost:3000", true),
+            ("http://[::1]:8080", true),
+            ("https://console.example/", false),
+            ("console.example", false),
+            ("https://a.example, https://b.example", false),
+            ("", false),
+        ] {
+            std::fs::write(
+                &file,
+                format!("authentication:\n  cors_origin: '{origin}'\n"),
+            )
+            .unwrap();
+            match parse(&["--config", file.to_str().unwrap()]) {
+                Ok(settings) => {
+                    assert!(accepted, "{origin} was accepted");
+                    assert_eq!(settings.api.cors_origin, origin);
+                }
+                Err(err) => {
+                    assert!(!accepted, "{origin}: {err}");
+                    assert!(err.to_string().contains("cors_origin"), "{err}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn defaults_are_local_and_embedded() {
         let dir = tempfile::tempdir().unwrap();
         let empty = dir.path().join("empty.yaml");
@@ -1955,4 +1992,23 @@ log:
             "{err}"
         );
     }
+}
+
+/// Whether `origin` is `*` or a browser origin: `http(s)://host[:port]`,
+/// nothing after it (browsers send exactly that in `Origin`, so anything else
+/// would never match).
+fn is_cors_origin(origin: &str) -> bool {
+    if origin == "*" {
+        return true;
+    }
+    let Some(authority) = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    !authority.is_empty()
+        && authority
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-.:[]_".contains(c))
 }
