@@ -12,6 +12,8 @@
 //!   Schema) and the typed [`Resource`] trait;
 //! - [`constraints`]: [`LabelConstraint`] and [`MetricConstraint`];
 //! - [`validation`]: structured errors that render as Krake's 422 bodies;
+//! - [`lenient`]: numbers, integers and booleans read from strings, as
+//!   Krake's marshmallow schemas accept them;
 //! - [`timestamp`], [`reason`], [`watch`], [`list`]: the shared wire types.
 //!
 //! # Example
@@ -54,6 +56,7 @@
 
 pub mod constraints;
 pub mod kinds;
+pub mod lenient;
 pub mod list;
 pub mod metadata;
 pub mod reason;

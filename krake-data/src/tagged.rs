@@ -38,12 +38,18 @@ pub fn split_container<E: serde::de::Error>(
 }
 
 /// Reads the content of one variant, keeping the nested path in the message.
+///
+/// The content is read leniently ([`crate::lenient`]: numbers and booleans
+/// written as strings, as Krake accepts them) whatever the container was
+/// read from: the container has already turned its input into a `Value`,
+/// so it cannot know whether its reader was lenient. For canonically typed
+/// input (stored objects, answers) this changes nothing.
 #[doc(hidden)]
 pub fn read_variant<T: serde::de::DeserializeOwned, E: serde::de::Error>(
     tag: &str,
     content: Value,
 ) -> Result<T, E> {
-    serde_path_to_error::deserialize(content).map_err(|err| {
+    serde_path_to_error::deserialize(crate::lenient::Lenient::new(&content)).map_err(|err| {
         let path = err.path().to_string();
         let inner = err.into_inner();
         if path == "." || path.is_empty() {

@@ -472,12 +472,16 @@ pub fn from_value<T: DeserializeOwned + Validate>(value: Value) -> Result<T, Val
 
 /// Reads `T` from a JSON value without running its [`Validate`] rules,
 /// reporting a type error with its path and marshmallow's wording.
+///
+/// Numbers, integers and booleans written as strings are read as Krake's
+/// marshmallow schemas read them (see [`crate::lenient`]).
 pub fn deserialize_value<T: DeserializeOwned>(value: Value) -> Result<T, ValidationErrors> {
-    // Fast path: most bodies are valid, and tracking the path costs time.
+    // Fast path: most bodies are valid and canonically typed, and tracking
+    // the path (and coercing) costs time.
     if let Ok(parsed) = T::deserialize(&value) {
         return Ok(parsed);
     }
-    serde_path_to_error::deserialize(value).map_err(|err| {
+    serde_path_to_error::deserialize(crate::lenient::Lenient::new(&value)).map_err(|err| {
         let mut path = FieldPath::root();
         for segment in err.path().iter() {
             match segment {
