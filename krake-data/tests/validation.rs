@@ -164,12 +164,29 @@ fn required_fields_are_reported_with_their_path() {
     let errors = create_err(
         "core",
         "globalmetrics",
-        json!({"metadata": {"name": "m"}, "spec": {"min": 0, "max": 1, "provider": {"name": "p", "metric": "m"}}}),
+        json!({"metadata": {"name": "m"}, "spec": {"min": 0, "max": 1}}),
     );
     assert_eq!(
-        errors.messages_at("spec.allowed_values"),
+        errors.messages_at("spec.provider"),
         vec!["Missing data for required field."]
     );
+}
+
+/// Krake 1.0.1 as published on PyPI (what `pip install krake==1.0.1` gives,
+/// and what scripts/compat runs) has `MetricSpec {min, max, provider}`
+/// without `allowed_values`: its client and krakectl never send the field,
+/// so it must be optional (stored as `[]`) or they cannot create metrics.
+#[test]
+fn metric_allowed_values_is_optional() {
+    for plural in ["globalmetrics", "metrics"] {
+        let value = create(
+            "core",
+            plural,
+            json!({"metadata": {"name": "m"}, "spec": {"min": 0, "max": 1, "provider": {"name": "p", "metric": "m"}}}),
+        )
+        .unwrap();
+        assert_eq!(value["spec"]["allowed_values"], json!([]), "{plural}");
+    }
 }
 
 #[test]

@@ -180,7 +180,10 @@ pub struct MetricSpecProvider {
 /// A metric: its range (for normalization), allowed values and provider.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct MetricSpec {
-    /// If not empty, the only values the metric may take.
+    /// If not empty, the only values the metric may take. Optional (`[]`):
+    /// Krake 1.0.1 as published on PyPI has no such field, so its client
+    /// and its krakectl never send it.
+    #[serde(default)]
     pub allowed_values: Vec<i64>,
     /// The lowest value; normalization maps it to 0.
     pub min: f64,
