@@ -1,6 +1,10 @@
 //! What the process-level tests of `krake-server` share: starting the
 //! binary as an API replica on a free port.
 
+#![allow(dead_code)]
+
+pub mod krake;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
