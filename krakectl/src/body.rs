@@ -430,6 +430,42 @@ fn infrastructure_provider(m: &ArgMatches, object: &mut Value) -> Result<(), Cli
     labels(m, object, false)
 }
 
+/// Krake's `getpass`: asks for a password on the terminal without echoing
+/// it (through `stty`), or reads a line of the standard input when it is not
+/// a terminal.
+fn ask_password(prompt: &str) -> Result<String, CliError> {
+    use std::io::{BufRead, IsTerminal, Write};
+    use std::process::{Command, Stdio};
+    let stdin = std::io::stdin();
+    let stty = |setting: &str| {
+        Command::new("stty")
+            .arg(setting)
+            .stdin(Stdio::inherit())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+    };
+    let terminal = stdin.is_terminal();
+    eprint!("{prompt}");
+    let _ = std::io::stderr().flush();
+    let silenced = terminal && stty("-echo");
+    let mut line = String::new();
+    let read = stdin.lock().read_line(&mut line);
+    if silenced {
+        stty("echo");
+    }
+    if terminal {
+        eprintln!();
+    }
+    match read {
+        Ok(0) => Err(CliError::Usage(
+            "no password: give --password (the standard input is empty)".to_owned(),
+        )),
+        Ok(_) => Ok(line.trim_end_matches(['\r', '\n']).to_owned()),
+        Err(err) => Err(CliError::Usage(format!("cannot read the password: {err}"))),
+    }
+}
+
 fn cloud(m: &ArgMatches, object: &mut Value, update: bool) -> Result<(), CliError> {
     if !update {
         put(object, &["spec", "type"], json!("openstack"));
@@ -450,12 +486,17 @@ fn cloud(m: &ArgMatches, object: &mut Value, update: bool) -> Result<(), CliErro
         object,
         &[&password[..], &["user", "username"]].concat(),
     );
-    set_string(
-        m,
-        "password",
-        object,
-        &[&password[..], &["user", "password"]].concat(),
-    );
+    let password_path = [&password[..], &["user", "password"]].concat();
+    match string(m, "password") {
+        Some(value) => put(object, &password_path, Value::String(value)),
+        // Krake asks for it (getpass) when it is missing.
+        None if !update => put(
+            object,
+            &password_path,
+            Value::String(ask_password("Please enter your Cloud password: ")?),
+        ),
+        None => {}
+    }
     set_string(
         m,
         "domain-name",
@@ -575,12 +616,15 @@ fn metric(m: &ArgMatches, object: &mut Value, name: &str, update: bool) -> Resul
             put(object, &["spec", field], json!(value));
         }
     }
-    if let Ok(Some(values)) = m.try_get_many::<i64>("allowed-values") {
-        put(
-            object,
-            &["spec", "allowed_values"],
-            json!(values.copied().collect::<Vec<_>>()),
-        );
+    // `--allowed-values` without values changes nothing (Krake's nargs='*').
+    let allowed: Option<Vec<i64>> = m
+        .try_get_many::<i64>("allowed-values")
+        .ok()
+        .flatten()
+        .map(|values| values.copied().collect())
+        .filter(|values: &Vec<i64>| !values.is_empty());
+    if let Some(values) = allowed {
+        put(object, &["spec", "allowed_values"], json!(values));
     } else if !update {
         put(object, &["spec", "allowed_values"], json!([]));
     }
@@ -658,8 +702,21 @@ fn role_binding(m: &ArgMatches, object: &mut Value, update: bool) -> Result<(), 
     labels(m, object, false)
 }
 
+/// A flag's value, or (on create) Krake's fallback to an `OS_*` variable.
+fn string_or_env(m: &ArgMatches, id: &str, variable: &str, update: bool) -> Option<String> {
+    string(m, id).or_else(|| (!update).then(|| std::env::var(variable).ok()).flatten())
+}
+
 fn project(m: &ArgMatches, object: &mut Value, update: bool) -> Result<(), CliError> {
-    set_string(m, "auth-url", object, &["spec", "url"]);
+    match string_or_env(m, "auth-url", "OS_AUTH_URL", update) {
+        Some(url) => put(object, &["spec", "url"], Value::String(url)),
+        None if update => {}
+        None => {
+            return Err(CliError::Usage(
+                "give --auth-url (or set OS_AUTH_URL)".to_owned(),
+            ));
+        }
+    }
     set_string(m, "template", object, &["spec", "template"]);
     if let Ok(Some(mut credential)) = m.try_get_many::<String>("application-credential") {
         let id = credential.next().cloned().unwrap_or_default();
@@ -670,9 +727,9 @@ fn project(m: &ArgMatches, object: &mut Value, update: bool) -> Result<(), CliEr
             json!({"type": "application_credential", "application_credential": {"id": id, "secret": secret}}),
         );
     } else {
-        let user = string(m, "user-id");
-        let password = string(m, "password");
-        let project = string(m, "project-id");
+        let user = string_or_env(m, "user-id", "OS_USER_ID", update);
+        let password = string_or_env(m, "password", "OS_PASSWORD", update);
+        let project = string_or_env(m, "project-id", "OS_PROJECT_ID", update);
         match (user, password, project) {
             (Some(user), Some(password), Some(project)) => put(
                 object,
@@ -682,7 +739,7 @@ fn project(m: &ArgMatches, object: &mut Value, update: bool) -> Result<(), CliEr
             (None, None, None) if update => {}
             _ => {
                 return Err(CliError::Usage(
-                    "give --user-id, --password and --project-id, or --application-credential ID SECRET".to_owned(),
+                    "give --user-id, --password and --project-id (or set OS_USER_ID, OS_PASSWORD and OS_PROJECT_ID), or --application-credential ID SECRET".to_owned(),
                 ));
             }
         }
@@ -700,15 +757,18 @@ fn magnum_cluster(m: &ArgMatches, object: &mut Value, update: bool) -> Result<()
             put(object, &["spec", field], json!(value));
         }
     }
+    // On update, as Krake's: given constraints or metrics replace the old.
+    let constraints = strings(m, "project-label-constraint");
+    extend_list(
+        m,
+        "project-label-constraint",
+        object,
+        &["spec", "constraints", "project", "labels"],
+        update && !constraints.is_empty(),
+    );
+    let metrics_given = !pairs(m, "metric").is_empty() || !pairs(m, "global-metric").is_empty();
+    metric_refs(m, object, &["spec", "metrics"], update && metrics_given)?;
     if !update {
-        extend_list(
-            m,
-            "project-label-constraint",
-            object,
-            &["spec", "constraints", "project", "labels"],
-            false,
-        );
-        metric_refs(m, object, &["spec", "metrics"], false)?;
         labels(m, object, false)?;
     }
     Ok(())
@@ -728,7 +788,7 @@ pub fn apply(
         Flags::InfrastructureProvider => infrastructure_provider(m, object),
         Flags::Cloud => cloud(m, object, update),
         Flags::MetricsProvider => metrics_provider(m, object, update),
-        Flags::Metric => metric(m, object, name, update),
+        Flags::Metric | Flags::GlobalMetric => metric(m, object, name, update),
         Flags::Role => role(m, object, update),
         Flags::Lease => {
             from_file(m, object)?;

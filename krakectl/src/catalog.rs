@@ -60,8 +60,11 @@ pub enum Flags {
     Cloud,
     /// `core gmp|mp`.
     MetricsProvider,
-    /// `core gm|metric`.
+    /// `core metric` (provider flag `--mp-name`).
     Metric,
+    /// `core globalmetric|gm` (provider flag `--gmp-name`, Krake's spelling;
+    /// `--mp-name` kept as an alias).
+    GlobalMetric,
     /// `core role`.
     Role,
     /// `core rolebinding`.
@@ -116,7 +119,7 @@ pub fn command_of(info: &'static KindInfo) -> KindCommand {
             Flags::MetricsProvider,
         ),
         "Metric" => ("metric", &[], "create", Flags::Metric),
-        "GlobalMetric" => ("globalmetric", &["gm"], "create", Flags::Metric),
+        "GlobalMetric" => ("globalmetric", &["gm"], "create", Flags::GlobalMetric),
         "Role" => ("role", &[], "create", Flags::Role),
         "RoleBinding" => ("rolebinding", &["rb"], "create", Flags::RoleBinding),
         "Lease" => ("lease", &[], "create", Flags::Lease),

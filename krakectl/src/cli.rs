@@ -10,12 +10,18 @@ use krake_data::registry::Subresource;
 use crate::catalog::{self, Flags, GROUPS, KindCommand};
 use crate::output::Format;
 
+/// The shells of `--print-completion`: Krake's (bash, zsh, tcsh) and the
+/// others clap_complete writes scripts for.
+pub const COMPLETION_SHELLS: [&str; 6] = ["bash", "zsh", "tcsh", "fish", "elvish", "powershell"];
+
 /// The whole `krakectl` command.
 pub fn command() -> Command {
     let mut root = Command::new("krakectl")
         .version(env!("CARGO_PKG_VERSION"))
         .about("The command line tool of Krake: applications, clusters, clouds, metrics and more")
         .arg_required_else_help(true)
+        // As Krake's argparse: a repeated flag takes its last value.
+        .args_override_self(true)
         .arg(
             Arg::new("config")
                 .long("config")
@@ -38,7 +44,7 @@ pub fn command() -> Command {
             Arg::new("print-completion")
                 .long("print-completion")
                 .value_name("SHELL")
-                .value_parser(value_parser!(clap_complete::Shell))
+                .value_parser(PossibleValuesParser::new(COMPLETION_SHELLS))
                 .exclusive(true)
                 .help("Print a shell completion script and exit"),
         );
@@ -62,6 +68,62 @@ pub fn command() -> Command {
                     .value_parser(value_parser!(clap_complete::Shell)),
             ),
     )
+}
+
+/// A tcsh completion script for `command` (clap_complete has none; Krake's
+/// `--print-completion tcsh` does): the command names and aliases at each
+/// level, and every long flag.
+pub fn tcsh_completion(command: &Command) -> String {
+    fn names(command: &Command) -> Vec<String> {
+        std::iter::once(command.get_name())
+            .chain(command.get_all_aliases())
+            .map(str::to_owned)
+            .collect()
+    }
+    fn children(command: &Command) -> Vec<String> {
+        let mut all: Vec<String> = command.get_subcommands().flat_map(names).collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+    // The words that may follow each command word (a word used at several
+    // places, like `cluster`, offers the union).
+    let mut next: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    let mut flags: Vec<String> = Vec::new();
+    let mut stack: Vec<&Command> = vec![command];
+    while let Some(current) = stack.pop() {
+        for arg in current.get_arguments() {
+            flags.extend(
+                arg.get_long_and_visible_aliases()
+                    .into_iter()
+                    .flatten()
+                    .map(|l| format!("--{l}")),
+            );
+        }
+        for sub in current.get_subcommands() {
+            let words = children(sub);
+            if !words.is_empty() {
+                for name in names(sub) {
+                    let entry = next.entry(name).or_default();
+                    entry.extend(words.iter().cloned());
+                    entry.sort();
+                    entry.dedup();
+                }
+            }
+            stack.push(sub);
+        }
+    }
+    flags.sort();
+    flags.dedup();
+    let mut script = format!("complete krakectl 'p/1/({})/'", children(command).join(" "));
+    for (word, words) in &next {
+        script.push_str(&format!(" \\\n    'n/{word}/({})/'", words.join(" ")));
+    }
+    script.push_str(&format!(
+        " \\\n    'c/--/({})/'\n",
+        flags.iter().map(|f| &f[2..]).collect::<Vec<_>>().join(" ")
+    ));
+    script
 }
 
 fn name_arg() -> Arg {
@@ -90,8 +152,7 @@ fn collection_args(kind: &KindCommand) -> Vec<Arg> {
                 .visible_short_alias('A')
                 .visible_alias("all-namespaces")
                 .action(ArgAction::SetTrue)
-                .conflicts_with("namespace")
-                .help("Across all namespaces"),
+                .help("Across all namespaces (overrides -n, as Krake's)"),
         );
     }
     args.push(
@@ -244,6 +305,7 @@ fn kind_flags(flags: Flags, update: bool) -> Vec<Arg> {
                     "Observer schema file",
                 )
                 .short('O')
+                .visible_alias("observer_schema_file")
                 .visible_alias("observer-schema"),
             );
             args.push(
@@ -255,7 +317,16 @@ fn kind_flags(flags: Flags, update: bool) -> Vec<Arg> {
                 "disable-migration",
                 "Forbid migration",
             ));
-            args.push(wait_arg(&["creating", "pending", "running"], "running"));
+            // Krake's states: creating|pending|running on create,
+            // reconciling|running on update.
+            args.push(if update {
+                wait_arg(
+                    &["reconciling", "running", "creating", "pending"],
+                    "running",
+                )
+            } else {
+                wait_arg(&["creating", "pending", "running"], "running")
+            });
             args.push(repeated(
                 "cluster-label-constraint",
                 Some('L'),
@@ -413,9 +484,12 @@ fn kind_flags(flags: Flags, update: bool) -> Vec<Arg> {
             args.push(
                 single("username", "username", "USERNAME", "OpenStack user name").required(!update),
             );
-            args.push(
-                single("password", "password", "PASSWORD", "OpenStack password").required(!update),
-            );
+            args.push(single(
+                "password",
+                "password",
+                "PASSWORD",
+                "OpenStack password (asked for when missing)",
+            ));
             args.push(
                 single("project", "project", "PROJECT", "OpenStack project name").required(!update),
             );
@@ -498,10 +572,17 @@ fn kind_flags(flags: Flags, update: bool) -> Vec<Arg> {
             args.push(single("bucket", "bucket", "BUCKET", "Bucket (influx)"));
             args.push(labels_arg());
         }
-        Flags::Metric => {
-            args.push(
-                single("mp-name", "mp-name", "PROVIDER", "Metrics provider").required(!update),
-            );
+        Flags::Metric | Flags::GlobalMetric => {
+            // Krake's spelling: `--mp-name` for `metric`, `--gmp-name` for
+            // `globalmetric` (where `--mp-name` stays as an alias). The id is
+            // `mp-name` for both.
+            let provider = if flags == Flags::GlobalMetric {
+                single("mp-name", "gmp-name", "PROVIDER", "Global metrics provider")
+                    .visible_alias("mp-name")
+            } else {
+                single("mp-name", "mp-name", "PROVIDER", "Metrics provider")
+            };
+            args.push(provider.required(!update));
             args.push(single(
                 "metric-name",
                 "metric-name",
@@ -523,7 +604,8 @@ fn kind_flags(flags: Flags, update: bool) -> Vec<Arg> {
             args.push(
                 Arg::new("allowed-values")
                     .long("allowed-values")
-                    .num_args(1..)
+                    // Krake's nargs='*': no value changes nothing.
+                    .num_args(0..)
                     .value_name("VALUE")
                     .value_parser(value_parser!(i64))
                     .help("Allowed values"),
@@ -572,7 +654,12 @@ fn kind_flags(flags: Flags, update: bool) -> Vec<Arg> {
             args.push(labels_arg());
         }
         Flags::Project => {
-            args.push(single("auth-url", "auth-url", "URL", "Keystone URL").required(!update));
+            args.push(single(
+                "auth-url",
+                "auth-url",
+                "URL",
+                "Keystone URL (default: $OS_AUTH_URL)",
+            ));
             args.push(
                 single("template", "template", "ID", "Magnum cluster template").required(!update),
             );
@@ -580,19 +667,19 @@ fn kind_flags(flags: Flags, update: bool) -> Vec<Arg> {
                 "user-id",
                 "user-id",
                 "ID",
-                "User id (password authentication)",
+                "User id (password authentication; default: $OS_USER_ID)",
             ));
             args.push(single(
                 "password",
                 "password",
                 "PASSWORD",
-                "Password (password authentication)",
+                "Password (password authentication; default: $OS_PASSWORD)",
             ));
             args.push(single(
                 "project-id",
                 "project-id",
                 "ID",
-                "Project id (password authentication)",
+                "Project id (password authentication; default: $OS_PROJECT_ID)",
             ));
             args.push(
                 Arg::new("application-credential")
@@ -610,19 +697,19 @@ fn kind_flags(flags: Flags, update: bool) -> Vec<Arg> {
                 single("node-count", "node-count", "N", "Worker nodes")
                     .value_parser(value_parser!(i64)),
             );
+            args.push(repeated(
+                "project-label-constraint",
+                Some('L'),
+                "project-label-constraint",
+                "EXPR",
+                "Label constraint on the project",
+            ));
+            args.extend(metric_ref_args());
             if !update {
                 args.push(
                     single("master-count", "master-count", "N", "Master nodes")
                         .value_parser(value_parser!(i64)),
                 );
-                args.push(repeated(
-                    "project-label-constraint",
-                    Some('L'),
-                    "project-label-constraint",
-                    "EXPR",
-                    "Label constraint on the project",
-                ));
-                args.extend(metric_ref_args());
                 args.push(labels_arg());
             }
         }
