@@ -120,11 +120,14 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    /// 404 NOT_FOUND_ERROR with Krake's text.
+    /// 404 NOT_FOUND_ERROR with Krake's text. For a global kind Krake
+    /// formats the missing namespace as Python's `None` (`krake/api/helpers.py`,
+    /// `load`: `f"... does not exist in namespace {namespace!r}"`), so that is
+    /// what its clients print.
     pub fn not_found(kind: &str, namespace: Option<&str>, name: &str) -> Self {
         let detail = match namespace {
             Some(ns) => format!("'{kind}' '{name}' does not exist in namespace '{ns}'"),
-            None => format!("'{kind}' '{name}' does not exist"),
+            None => format!("'{kind}' '{name}' does not exist in namespace None"),
         };
         ApiError::Titled {
             status: StatusCode::NOT_FOUND,

@@ -551,7 +551,11 @@ async fn global_kinds(server: TestServer) {
     );
     let (status, problem) = api.get("/core/roles/nope").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_eq!(problem["detail"], "'Role' 'nope' does not exist");
+    // Krake's words, `None` included (krake/api/helpers.py, `load`).
+    assert_eq!(
+        problem["detail"],
+        "'Role' 'nope' does not exist in namespace None"
+    );
     let (_, list) = api.get("/core/roles").await;
     assert_eq!(list["kind"], "RoleList");
     // Every kind answers its list route.
