@@ -22,6 +22,9 @@ pub fn command() -> Command {
         .arg_required_else_help(true)
         // As Krake's argparse: a repeated flag takes its last value.
         .args_override_self(true)
+        // As argparse's allow_abbrev: a long flag by a prefix of it that no
+        // other flag of the command starts with.
+        .infer_long_args(true)
         .arg(
             Arg::new("config")
                 .long("config")
@@ -467,11 +470,15 @@ fn kind_flags(flags: Flags, update: bool) -> Vec<Arg> {
             }
         }
         Flags::InfrastructureProvider => {
-            args.push(
-                single("type", "type", "TYPE", "Provider type")
-                    .value_parser(["im"])
-                    .default_value(if update { None } else { Some("im") }),
-            );
+            // Only on register, as Krake's (where `--t` abbreviates `--token`
+            // on update).
+            if !update {
+                args.push(
+                    single("type", "type", "TYPE", "Provider type")
+                        .value_parser(["im"])
+                        .default_value("im"),
+                );
+            }
             args.push(single("url", "url", "URL", "URL of the provider").required(!update));
             args.push(single("username", "username", "USERNAME", "User name"));
             args.push(single("password", "password", "PASSWORD", "Password"));

@@ -1442,3 +1442,181 @@ async fn configuration_search_path_completions_and_connection_errors() {
         "{wide}"
     );
 }
+
+/// Krake's spellings that the parser learnt (tests/krake_spellings.rs) do
+/// what Krake's do: `--gmp-name`, `--allowed-values` without values, the
+/// cloud password asked for, `OS_*` defaults of `os project create`,
+/// `-L`/`--metric` on `os cluster update`, abbreviations, tcsh completion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn krake_spellings_do_what_krakes_do() {
+    let server = TestServer::embedded().await;
+    let cli = Cli::new(&server.url());
+
+    let gm = cli
+        .json(&[
+            "core",
+            "gm",
+            "create",
+            "heat",
+            "--gmp-name",
+            "static-mp",
+            "--min",
+            "0",
+            "--max",
+            "1",
+            "--allowed-values",
+            "1",
+            "2",
+        ])
+        .await;
+    assert_eq!(gm["spec"]["provider"]["name"], "static-mp");
+    let gm = cli
+        .json(&[
+            "core",
+            "gm",
+            "update",
+            "heat",
+            "--gmp-name",
+            "other-mp",
+            "--allowed-values",
+        ])
+        .await;
+    assert_eq!(gm["spec"]["provider"]["name"], "other-mp");
+    assert_eq!(gm["spec"]["allowed_values"], serde_json::json!([1, 2]));
+    // --mp-name stays an alias on globalmetric; abbreviations as argparse's.
+    let gm = cli
+        .json(&[
+            "core",
+            "gm",
+            "update",
+            "heat",
+            "--mp-name",
+            "static-mp",
+            "--ma",
+            "5",
+        ])
+        .await;
+    assert_eq!(gm["spec"]["provider"]["name"], "static-mp");
+    assert_eq!(gm["spec"]["max"], 5.0);
+
+    // The cloud password is asked for when --password is missing.
+    cli.ok(&[
+        "infra",
+        "gip",
+        "register",
+        "im-global",
+        "--type",
+        "im",
+        "--url",
+        "http://im:8800",
+        "--token",
+        "t",
+    ])
+    .await;
+    let register = [
+        "infra",
+        "gc",
+        "register",
+        "os-global",
+        "--type",
+        "openstack",
+        "--url",
+        "http://keystone.example:5000/v3",
+        "--username",
+        "u",
+        "--project",
+        "proj",
+        "--global-infra-provider",
+        "im-global",
+        "-o",
+        "json",
+    ];
+    let mut command = cli.command(&register);
+    command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let output = tokio::task::spawn_blocking(move || {
+        let mut child = command.spawn().unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(b"s3cret\n").unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let gc: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        gc["spec"]["openstack"]["auth"]["password"]["user"]["password"],
+        "s3cret"
+    );
+    let mut command = cli.command(&register);
+    command.stdin(Stdio::null());
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("--password"),
+        "{output:?}"
+    );
+
+    // os project create: Keystone URL and credentials from OS_* variables.
+    let mut command = cli.command(&[
+        "os",
+        "project",
+        "create",
+        "p1",
+        "--template",
+        "t",
+        "-n",
+        "testing",
+        "-o",
+        "json",
+    ]);
+    command
+        .env("OS_AUTH_URL", "http://keystone.example:5000/v3")
+        .env("OS_USER_ID", "uid")
+        .env("OS_PASSWORD", "pw")
+        .env("OS_PROJECT_ID", "pid");
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let project: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(project["spec"]["url"], "http://keystone.example:5000/v3");
+    assert_eq!(project["spec"]["auth"]["password"]["user"]["id"], "uid");
+    assert_eq!(project["spec"]["auth"]["password"]["project"]["id"], "pid");
+
+    // os cluster update: -L and --metric replace, as Krake's.
+    cli.ok(&[
+        "os", "cluster", "create", "mc", "-n", "testing", "-L", "a=b", "--metric", "m1", "1",
+    ])
+    .await;
+    let mc = cli
+        .json(&[
+            "os", "cluster", "update", "mc", "-n", "testing", "-L", "c=d", "--metric", "m2", "2",
+        ])
+        .await;
+    assert_eq!(
+        mc["spec"]["constraints"]["project"]["labels"],
+        serde_json::json!(["c=d"])
+    );
+    assert_eq!(mc["spec"]["metrics"][0]["name"], "m2");
+    assert_eq!(mc["spec"]["metrics"].as_array().map(Vec::len), Some(1));
+
+    // Krake's shells for completion include tcsh.
+    let tcsh = cli.ok(&["--print-completion", "tcsh"]).await;
+    assert!(tcsh.starts_with("complete krakectl 'p/1/("), "{tcsh}");
+    assert!(tcsh.contains("'n/gm/("), "{tcsh}");
+}
