@@ -752,11 +752,16 @@ fn kind_command(kind: &KindCommand) -> Command {
             register = register.arg(namespace_arg());
         }
         command = command.subcommand(register);
+        // Without the kubeconfig flags, as Krake's (where `--co`
+        // abbreviates `--config`).
+        let tosca_flags = kind_flags(kind.flags, false)
+            .into_iter()
+            .filter(|arg| !matches!(arg.get_id().as_str(), "kubeconfig" | "context"));
         command = command.subcommand(
             Command::new("create")
                 .about("Create a cluster from a TOSCA template")
                 .args(object_args(kind))
-                .args(kind_flags(kind.flags, false))
+                .args(tosca_flags)
                 .mut_arg("file", |a| a.required(true)),
         );
     } else {
