@@ -254,10 +254,13 @@ fn parse_bool(text: &str) -> Option<bool> {
 /// A boolean from the numbers marshmallow accepts: 1 and 0 (Python's
 /// `1.0 in {1}` is true, so also 1.0 and 0.0).
 fn number_bool(number: &Number) -> Option<bool> {
-    match number.as_f64() {
-        Some(n) if n == 1.0 => Some(true),
-        Some(n) if n == 0.0 => Some(false),
-        _ => None,
+    let n = number.as_f64()?;
+    if n == 1.0 {
+        Some(true)
+    } else if n == 0.0 {
+        Some(false)
+    } else {
+        None
     }
 }
 
