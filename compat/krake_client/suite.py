@@ -747,8 +747,31 @@ async def cluster_subresources(c, api, base, kind, name, ns):
 
 
 async def application_subresources(c, api, base, kind, name, ns):
+    manifest = [
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name, "namespace": "default", "labels": {"a": "b"}},
+            "spec": {"replicas": 2, "paused": False, "ratio": 0.5, "list": [1, "x", None]},
+        }
+    ]
+
     def set_status(status):
         status.state = ApplicationState.RUNNING
+        status.reason = Reason(code=ReasonCode.RECONCILE_FAILED, message="once")
+        status.kube_controller_triggered = datetime.now(timezone.utc)
+        status.scheduled_retry = datetime(2030, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc)
+        status.retries = 2
+        status.last_applied_manifest = manifest
+        status.last_observed_manifest = manifest
+        status.mangled_observer_schema = [
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": name, "namespace": None},
+                "spec": {"replicas": None},
+            }
+        ]
         status.services = {"echo": "127.0.0.1:30080"}
         status.container_health.desired_pods = 2
         status.container_health.running_pods = 2
@@ -759,6 +782,12 @@ async def application_subresources(c, api, base, kind, name, ns):
         c.equal(status.state, ApplicationState.RUNNING, "application status.state (an enum)")
         c.equal(status.container_health.running_pods, 2, "container_health.running_pods")
         c.equal(status.services, {"echo": "127.0.0.1:30080"}, "status.services")
+        c.equal(status.reason.code if status.reason else None, ReasonCode.RECONCILE_FAILED,
+                "status.reason.code (a ReasonCode)")
+        c.equal(status.scheduled_retry,
+                datetime(2030, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc),
+                "status.scheduled_retry (microseconds kept)")
+        c.equal(status.last_applied_manifest, manifest, "status.last_applied_manifest")
 
     await status_roundtrip(c, api, kind, name, ns, set_status, check)
 
@@ -921,6 +950,9 @@ async def magnum_subresources(c, api, base, kind, name, ns):
         status.node_count = 3
         status.api_address = "https://127.0.0.1:6443"
         status.node_addresses = ["10.0.0.2", "10.0.0.3"]
+        status.master_addresses = ["10.0.0.1"]
+        status.cluster_id = "magnum-1"
+        status.reason = Reason(code=ReasonCode.OPENSTACK_ERROR, message="slow")
 
     def check(status):
         c.equal(status.state, MagnumClusterState.RUNNING, "magnum status.state")
