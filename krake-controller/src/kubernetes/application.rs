@@ -15,6 +15,16 @@
 //!    update goes through the scheduler first) and it has `scheduled_to`.
 //!    A FAILED application is taken again when the user changed it after
 //!    it failed (Krake never takes it again).
+//!    A TOSCA or CSAR application without a manifest is **translated**
+//!    first ([`tosca`](crate::kubernetes::tosca)): state TRANSLATING, the
+//!    template read (inline, or from its URL with a timeout and a size cap)
+//!    and translated, the manifest written into `spec.manifest` with an
+//!    update of the application. That update is a change like a user's: the
+//!    scheduler hands the application over again
+//!    (`kube_controller_triggered ≥ modified`), and from then on it is a
+//!    plain manifest application (CREATING, RUNNING). A template that
+//!    cannot be read or translated: FAILED with INVALID_TOSCA_MANIFEST and
+//!    the problem with its place, until the user changes the application.
 //! 3. The finalizer is pushed (once).
 //! 4. **Migration** (`running_on` ≠ `scheduled_to`): state MIGRATING, every
 //!    resource applied on the new cluster, then deleted on the old one;
@@ -147,6 +157,8 @@ pub(crate) struct Context {
     pub clients: Arc<ClusterClients>,
     pub observations: Observations,
     pub extensions: Arc<dyn ApplicationExtensions>,
+    /// Reads the templates and archives of TOSCA and CSAR applications.
+    pub fetcher: crate::kubernetes::tosca::fetch::Fetcher,
     pub resync: Duration,
     /// `metadata.modified` our own finalizer push produced, per application,
     /// with the `modified` before it: that change is not the user's, so it
@@ -192,6 +204,9 @@ async fn reconcile_version(
     let Some(target) = app.status.scheduled_to.clone() else {
         return Ok(Action::await_change());
     };
+    if crate::kubernetes::tosca::fetch::needs_translation(&app.spec) {
+        return translate(&app, &cx).await;
+    }
     let app = if app.metadata.finalizers.iter().any(|f| f == FINALIZER) {
         app
     } else {
@@ -231,6 +246,46 @@ fn accepted(app: &Application, cx: &Context) -> bool {
         .is_some_and(|(ours, before)| {
             ours == modified && triggered.is_some() && triggered >= before
         })
+}
+
+/// A TOSCA or CSAR application: state TRANSLATING, then its manifest
+/// written into `spec.manifest` (the scheduler hands the updated
+/// application over again), or FAILED with INVALID_TOSCA_MANIFEST.
+async fn translate(app: &Arc<Application>, cx: &Context) -> Result<Action, ApplicationError> {
+    let mut current = (**app).clone();
+    if current.status.state != ApplicationState::Translating {
+        current.status.state = ApplicationState::Translating;
+        current.status.reason = None;
+        current = apps(app, cx).status(&current).await?;
+    }
+    match crate::kubernetes::tosca::fetch::translate_spec(&current.spec, &cx.fetcher).await {
+        Ok(Some(manifest)) => {
+            tracing::info!(
+                application = %app.metadata.name,
+                resources = manifest.len(),
+                "TOSCA translated into the manifest"
+            );
+            current.spec.manifest = manifest;
+            apps(app, cx).update(&current).await?;
+        }
+        Ok(None) => {}
+        Err(err) => {
+            tracing::info!(
+                application = %app.metadata.name,
+                error = %err,
+                "TOSCA translation failed"
+            );
+            let mut status = current.status.clone();
+            status.state = ApplicationState::Failed;
+            status.reason = Some(Reason::new(
+                ReasonCode::InvalidToscaManifest,
+                err.to_string(),
+            ));
+            status.kube_controller_triggered = Some(Timestamp::now());
+            write_status(&Arc::new(current), cx, status).await?;
+        }
+    }
+    Ok(Action::await_change())
 }
 
 fn same_cluster(a: &ResourceRef, b: &ResourceRef) -> bool {

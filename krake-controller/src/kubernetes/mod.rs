@@ -17,6 +17,8 @@
 //!   changed;
 //! - [`observer_schema`]: Krake's observer schema, `last_applied_manifest`,
 //!   `last_observed_manifest` and drift;
+//! - [`tosca`]: TOSCA templates and CSAR archives translated into
+//!   manifests;
 //! - [`health`]: workload health to application state and
 //!   `status.services`.
 //!
@@ -47,6 +49,7 @@ mod cluster_watch;
 pub mod health;
 pub mod observation;
 pub mod observer_schema;
+pub mod tosca;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -82,6 +85,12 @@ pub struct ApplicationControllerConfig {
     /// How long to wait for a cluster to list the objects of a kind before
     /// the application shows DEGRADED (default 20 s).
     pub list_timeout: Duration,
+    /// How long reading a TOSCA template or CSAR archive from its URL may
+    /// take (default 30 s).
+    pub tosca_timeout: Duration,
+    /// How large a TOSCA template or CSAR archive (and each file in it,
+    /// unpacked) may be (default 16 MiB).
+    pub tosca_max_bytes: usize,
     /// Hooks and TOSCA translation (default: `spec.manifest` as it is).
     pub extensions: Arc<dyn ApplicationExtensions>,
 }
@@ -93,6 +102,8 @@ impl Default for ApplicationControllerConfig {
             resync: Duration::from_secs(60),
             timeouts: ClientTimeouts::default(),
             list_timeout: Duration::from_secs(20),
+            tosca_timeout: tosca::fetch::TIMEOUT,
+            tosca_max_bytes: tosca::fetch::MAX_BYTES,
             extensions: Arc::new(PlainManifest),
         }
     }
@@ -160,6 +171,10 @@ impl ApplicationController {
             clients: Arc::new(ClusterClients::new(self.config.timeouts)),
             observations: observations.clone(),
             extensions: self.config.extensions.clone(),
+            fetcher: tosca::fetch::Fetcher::new(
+                self.config.tosca_timeout,
+                self.config.tosca_max_bytes,
+            ),
             resync: self.config.resync,
             own_writes: Mutex::new(HashMap::new()),
         });

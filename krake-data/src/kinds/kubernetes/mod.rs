@@ -21,6 +21,7 @@ use crate::validation::{Validate, Validator};
 
 pub use kubeconfig::validate_kubeconfig;
 pub use observer_schema::validate_observer_schema;
+pub use tosca::template_problem as tosca_template_problem;
 
 /// A Kubernetes resource as written in a manifest: an opaque JSON object.
 pub type ManifestResource = Map<String, Value>;

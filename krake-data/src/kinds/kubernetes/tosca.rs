@@ -11,7 +11,11 @@ use serde_json::{Map, Value};
 use super::Tosca;
 use crate::validation::Validator;
 
-fn template_problem(template: &Map<String, Value>) -> Option<&'static str> {
+/// What is wrong with the structure of a TOSCA template, if anything: a
+/// `tosca_definitions_version` string and a `topology_template` mapping are
+/// required (the API's check of `spec.tosca`, also used by the controller
+/// on templates it fetches).
+pub fn template_problem(template: &Map<String, Value>) -> Option<&'static str> {
     match template.get("tosca_definitions_version") {
         Some(Value::String(_)) => {}
         _ => return Some("tosca_definitions_version is required"),
