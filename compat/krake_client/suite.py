@@ -40,6 +40,9 @@ from krake.client.infrastructure import InfrastructureApi
 from krake.client.kubernetes import KubernetesApi
 from krake.client.openstack import OpenStackApi
 from krake.data.core import (
+    KafkaSpec,
+    MetricsProviderSpec,
+    PrometheusSpec,
     Reason,
     ReasonCode,
     ResourceRef,
@@ -525,6 +528,14 @@ async def object_flow(c, api, base, kind, name, other, ns_a, ns_b):
     )
     read = await kind.read(api, name, ns_a)
     c.equal(serialized(read), updated_json, "read after update")
+    _, _, raw_read = await raw(base, "GET", kind.path(ns_a, name))
+    spec = raw_read.get("spec") if isinstance(raw_read, dict) else None
+    if isinstance(spec, dict) and "type" in spec:
+        c.equal(
+            sorted(k for k in spec if k != "type"),
+            [spec["type"]],
+            "a polymorphic spec holds only its type's key",
+        )
 
     # An update that changes nothing.
     if kind.kind == "GlobalMetricsProvider":
@@ -635,11 +646,20 @@ def change_metric(metric):
 
 
 def change_prometheus(provider):
-    provider.spec.prometheus.url = "http://127.0.0.1:9091"
+    # Another type of the polymorphic spec: the old one's key must go.
+    provider.spec = MetricsProviderSpec(
+        type="kafka",
+        kafka=KafkaSpec(
+            comparison_column="name", value_column="value", table="metrics",
+            url="http://127.0.0.1:8088",
+        ),
+    )
 
 
 def change_static(provider):
-    provider.spec.static.metrics = {"heat": 0.75}
+    provider.spec = MetricsProviderSpec(
+        type="prometheus", prometheus=PrometheusSpec(url="http://127.0.0.1:9091")
+    )
 
 
 def change_im(provider):
@@ -1110,6 +1130,27 @@ async def misc(c, base, suffix):
     await problem(
         c, base, "POST", "/core/roles", bad, 422, None, "Missing data for required field.",
         "a missing field",
+    )
+
+    # Rules of Krake's data classes beyond single fields (their __post_init__).
+    cloud = serialized(objects.global_cloud(f"compat-misc-{suffix}"))
+    cloud["spec"]["openstack"]["infrastructure_provider"]["namespaced"] = True
+    await problem(
+        c, base, "POST", "/infrastructure/globalclouds", cloud, 422, None, None,
+        "a GlobalCloud with a namespaced infrastructure provider",
+    )
+    app = serialized(objects.application(f"compat-misc-{suffix}", NS_A))
+    app["spec"]["manifest"] = []
+    await problem(
+        c, base, "POST", f"/kubernetes/namespaces/{NS_A}/applications", app, 422, None,
+        "The application should be defined by a manifest file, a TOSCA template or a CSAR file.",
+        "an application without manifest, TOSCA or CSAR",
+    )
+    cluster = serialized(objects.cluster(f"compat-misc-{suffix}", NS_A))
+    cluster["spec"]["kubeconfig"] = {}
+    await problem(
+        c, base, "POST", f"/kubernetes/namespaces/{NS_A}/clusters", cluster, 422, None, None,
+        "a cluster without kubeconfig or TOSCA",
     )
 
     def not_json():
