@@ -47,6 +47,17 @@ controllers:
     request_timeout: 5
 ";
 
+fn spawn_server(args: &[String], log: File) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_krake-server"))
+        .args(args)
+        .env("KRAKE_LOG_LEVEL", "info")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -60,6 +71,9 @@ fn free_port() -> u16 {
 pub struct Krake {
     child: Mutex<Child>,
     log: PathBuf,
+    /// The arguments it was started with (for [`Krake::restart`]).
+    args: Vec<String>,
+    url: String,
     /// A client of the server's API.
     pub client: Client,
     _dir: tempfile::TempDir,
@@ -89,24 +103,45 @@ impl Krake {
         std::fs::write(&config, config_text).unwrap();
         let log = dir.path().join("krake-server.log");
         let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_krake-server"))
-            .args(["--config", config.to_str().unwrap()])
-            .args(["--data-dir", dir.path().join("data").to_str().unwrap()])
-            .args(["--port", &port.to_string()])
-            .args(args)
-            .env("KRAKE_LOG_LEVEL", "info")
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
+        let mut all_args: Vec<String> = vec![
+            "--config".into(),
+            config.to_str().unwrap().into(),
+            "--data-dir".into(),
+            dir.path().join("data").to_str().unwrap().into(),
+            "--port".into(),
+            port.to_string(),
+        ];
+        all_args.extend(args.iter().map(|arg| arg.to_string()));
+        let child = spawn_server(&all_args, File::create(&log).unwrap());
         let url = format!("http://127.0.0.1:{port}");
         let krake = Krake {
             child: Mutex::new(child),
             log,
+            args: all_args,
             client: Client::new(&url).unwrap(),
+            url,
             _dir: dir,
         };
+        krake.wait_ready().await;
+        krake
+    }
+
+    /// Kills the server (SIGKILL) and starts it again on the same port,
+    /// data folder and configuration; returns once it is ready. Its log
+    /// goes on in the same file.
+    pub async fn restart(&self) {
+        {
+            let mut child = self.child.lock().unwrap();
+            let _ = child.kill();
+            let _ = child.wait();
+            let log = File::options().append(true).open(&self.log).unwrap();
+            *child = spawn_server(&self.args, log);
+        }
+        self.wait_ready().await;
+    }
+
+    async fn wait_ready(&self) {
+        let (krake, url) = (self, &self.url);
         let http = reqwest::Client::new();
         let deadline = Instant::now() + WITHIN;
         loop {
@@ -125,7 +160,6 @@ impl Krake {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        krake
     }
 
     /// The server's log so far (its last 60 lines).

@@ -49,7 +49,10 @@
 //!
 //! Once the deletion (state DELETING) or the migration (state MIGRATING)
 //! began, it is not asked again: a deletion or migration that fails half-way
-//! and is retried goes on from there.
+//! and is retried goes on from there. An application deleted before it ran
+//! anywhere (no `running_on`) has no workload to ask and is deleted at once.
+//! Giving up clears the grace period, so that a deletion after a migration
+//! that gave up asks afresh.
 //!
 //! The decision is a pure function, [`next_step`], of the application, the
 //! time, the settings and the attempts so far.
@@ -241,6 +244,10 @@ pub fn next_step(
     if !enabled(app) || past(app, purpose) {
         return Step::Proceed;
     }
+    // Deleted before it ran anywhere: no workload to ask.
+    if purpose == Purpose::Deletion && app.status.running_on.is_none() {
+        return Step::Proceed;
+    }
     if given_up(app) {
         return Step::GivenUp;
     }
@@ -408,6 +415,12 @@ mod tests {
         }))
         .expect("an application");
         app.status.state = state;
+        app.status.running_on = Some(krake_data::ResourceRef::new(
+            "kubernetes",
+            "Cluster",
+            Some("testing".into()),
+            "a",
+        ));
         app
     }
 
@@ -639,5 +652,15 @@ mod tests {
             assert_eq!(FailureStrategy::parse(strategy.as_str()), Some(strategy));
         }
         assert_eq!(FailureStrategy::parse("never"), None);
+    }
+
+    #[test]
+    fn an_application_that_never_ran_is_deleted_at_once() {
+        let mut app = app(&["shutdown"], ApplicationState::WaitingForCleaning);
+        app.status.running_on = None;
+        assert_eq!(
+            next_step(&app, Purpose::Deletion, at(0), &SETTINGS, 0),
+            Step::Proceed
+        );
     }
 }
