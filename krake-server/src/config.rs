@@ -339,6 +339,10 @@ pub struct ControllerSettings {
     /// may take to list the objects of a kind before the application shows
     /// DEGRADED (default 20).
     pub list_timeout: Option<f64>,
+    /// Beyond Krake, Kubernetes application controller: seconds reading the
+    /// TOSCA template or CSAR archive of an application from its URL may
+    /// take (default 30).
+    pub tosca_timeout: Option<f64>,
     /// Kubernetes cluster controller: seconds between Krake's looks at a
     /// cluster's Nodes, in some Krake versions of `kubernetes_cluster.yaml`.
     /// Accepted so those files load, and ignored: krake-rs watches the

@@ -128,7 +128,7 @@ fn foreign_key(
     use ControllerKind::{KubernetesApplication, KubernetesCluster, Scheduler};
     let creation = &settings.automatic_cluster_creation;
     let providers = &settings.metrics_providers;
-    let keys: [(&str, bool, &[ControllerKind], &str); 11] = [
+    let keys: [(&str, bool, &[ControllerKind], &str); 12] = [
         (
             "reschedule_after",
             settings.reschedule_after.is_some(),
@@ -174,6 +174,12 @@ fn foreign_key(
         (
             "list_timeout",
             settings.list_timeout.is_some(),
+            &[KubernetesApplication],
+            "the Kubernetes application controller",
+        ),
+        (
+            "tosca_timeout",
+            settings.tosca_timeout.is_some(),
             &[KubernetesApplication],
             "the Kubernetes application controller",
         ),
@@ -299,6 +305,10 @@ pub fn spec(
             }
             if let Some(value) = settings.list_timeout {
                 config.list_timeout = positive_seconds(&format!("{section}: list_timeout"), value)?;
+            }
+            if let Some(value) = settings.tosca_timeout {
+                config.tosca_timeout =
+                    positive_seconds(&format!("{section}: tosca_timeout"), value)?;
             }
             Ok(ControllerSpec::KubernetesApplication(config))
         }

@@ -67,7 +67,7 @@ impl Fetcher {
             if err.is_timeout() {
                 unreadable(format!("no complete answer within {:?}", self.timeout))
             } else {
-                unreadable(error_chain(&err))
+                unreadable(error_chain(&err.without_url()))
             }
         };
         let mut response = client.get(url).send().await.map_err(failed)?;
@@ -132,9 +132,7 @@ pub async fn translate_spec(
     let inputs = Map::new();
     match &spec.tosca {
         Tosca::Template(template) if !template.is_empty() => {
-            return translate(template, &inputs)
-                .map(Some)
-                .map_err(|err| inline(err));
+            return translate(template, &inputs).map(Some).map_err(inline);
         }
         Tosca::Url(url) if !url.is_empty() => {
             let bytes = fetcher.get(url).await?;

@@ -261,7 +261,17 @@ fn one_line(text: &str) -> String {
 
 /// Parses YAML text into a value (one document).
 fn parse_yaml(text: &str) -> Result<Value, Problem> {
-    serde_saphyr::from_str::<Value>(text).map_err(|err| Problem::Yaml(one_line(&err.to_string())))
+    serde_saphyr::from_str::<Value>(text)
+        .map_err(|err| Problem::Yaml(yaml_message(&err.to_string())))
+}
+
+/// The parser's message on one line, without its drawing of the text
+/// (`line 1 column 20: unclosed bracket '['`).
+fn yaml_message(text: &str) -> String {
+    let first = text.lines().next().unwrap_or_default();
+    let first = first.split(" --> ").next().unwrap_or(first);
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    one_line(first)
 }
 
 /// Parses a TOSCA document (YAML text) into its top-level mapping.
