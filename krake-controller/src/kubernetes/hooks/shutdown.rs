@@ -74,6 +74,10 @@ pub const HOOK: &str = "shutdown";
 /// DEGRADED application.
 pub const GAVE_UP: &str = "shutdown hook failed";
 
+/// The longest grace period (ten years): longer ones are cut to it, so
+/// that its end is a time the status can hold.
+pub const MAX_GRACE: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
 /// What happens when the application never acknowledges its shutdown.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum FailureStrategy {
@@ -128,12 +132,14 @@ impl Default for ShutdownSettings {
 
 impl ShutdownSettings {
     /// The grace period of `app`: `spec.shutdown_grace_time` seconds (a
-    /// negative value counts as 0), else the controller's timeout.
+    /// negative value counts as 0), else the controller's timeout; at most
+    /// [`MAX_GRACE`].
     pub fn grace(&self, app: &Application) -> Duration {
-        match app.spec.shutdown_grace_time {
+        let grace = match app.spec.shutdown_grace_time {
             Some(seconds) => Duration::from_secs(u64::try_from(seconds).unwrap_or(0)),
             None => self.timeout,
-        }
+        };
+        grace.min(MAX_GRACE)
     }
 
     /// The failure strategy of `app` (an unknown spelling in the spec,
@@ -485,6 +491,30 @@ mod tests {
                 grace: Duration::from_secs(5),
             }
         );
+    }
+
+    #[test]
+    fn an_absurd_grace_time_is_cut_to_ten_years() {
+        let mut app = app(&["shutdown"], ApplicationState::Running);
+        app.spec.shutdown_grace_time = Some(i64::MAX);
+        let Step::Ask {
+            grace_period,
+            grace,
+            ..
+        } = next_step(&app, Purpose::Deletion, at(0), &SETTINGS, 0)
+        else {
+            panic!("asks");
+        };
+        assert_eq!(grace, MAX_GRACE);
+        assert!(grace_period > at(0));
+        app.spec.shutdown_grace_time = Some(-5);
+        assert!(matches!(
+            next_step(&app, Purpose::Deletion, at(0), &SETTINGS, 0),
+            Step::Ask {
+                grace: Duration::ZERO,
+                ..
+            }
+        ));
     }
 
     #[test]
