@@ -691,6 +691,38 @@ mod tests {
     }
 
     #[test]
+    fn tosca_timeout_is_read_and_checked() {
+        let read = |yaml: &str, kind: ControllerKind| {
+            let settings: ControllerSettings = parse_yaml(yaml).unwrap();
+            spec(kind, &settings, "kubernetes_application.yaml")
+        };
+        let tosca_timeout = |yaml: &str| match read(yaml, ControllerKind::KubernetesApplication) {
+            Ok(ControllerSpec::KubernetesApplication(config)) => config.tosca_timeout,
+            _ => panic!("not the settings of the application controller"),
+        };
+        assert_eq!(
+            tosca_timeout("tosca_timeout: 2.5\n"),
+            Duration::from_millis(2500)
+        );
+        assert_eq!(tosca_timeout("worker_count: 1\n"), Duration::from_secs(30));
+        let message = |yaml: &str, kind: ControllerKind| match read(yaml, kind) {
+            Err(err) => err.to_string(),
+            Ok(_) => panic!("{yaml} accepted"),
+        };
+        let zero = message("tosca_timeout: 0\n", ControllerKind::KubernetesApplication);
+        assert!(
+            zero.ends_with(
+                "kubernetes_application.yaml: tosca_timeout: 0 (a number of seconds, more than 0)"
+            ),
+            "{zero}"
+        );
+        assert!(
+            message("tosca_timeout: 5\n", ControllerKind::KubernetesCluster)
+                .contains("tosca_timeout is a setting of the Kubernetes application controller"),
+        );
+    }
+
+    #[test]
     fn bad_kubernetes_settings_are_one_line_errors() {
         let bad = |yaml: &str, kind: ControllerKind| {
             let settings: ControllerSettings = parse_yaml(yaml).unwrap();

@@ -112,8 +112,10 @@ pub struct DesiredManifest {
     pub observer_schema: Vec<ManifestResource>,
 }
 
-/// `spec.manifest` as it is; TOSCA and CSAR applications are refused with
-/// INVALID_TOSCA_MANIFEST until translation is built.
+/// `spec.manifest` as it is. TOSCA and CSAR applications get theirs from
+/// the translation step before ([`tosca`](crate::kubernetes::tosca)); one
+/// that comes here without a manifest is refused with
+/// INVALID_TOSCA_MANIFEST.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PlainManifest;
 
