@@ -1320,6 +1320,25 @@ fn main() -> ExitCode {
     block_on(run(settings, command))
 }
 
+/// Whether `origin` is `*` or a browser origin: `http(s)://host[:port]`,
+/// nothing after it (browsers send exactly that in `Origin`, so anything else
+/// would never match).
+fn is_cors_origin(origin: &str) -> bool {
+    if origin == "*" {
+        return true;
+    }
+    let Some(authority) = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    !authority.is_empty()
+        && authority
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-.:[]_".contains(c))
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -1992,23 +2011,4 @@ log:
             "{err}"
         );
     }
-}
-
-/// Whether `origin` is `*` or a browser origin: `http(s)://host[:port]`,
-/// nothing after it (browsers send exactly that in `Origin`, so anything else
-/// would never match).
-fn is_cors_origin(origin: &str) -> bool {
-    if origin == "*" {
-        return true;
-    }
-    let Some(authority) = origin
-        .strip_prefix("https://")
-        .or_else(|| origin.strip_prefix("http://"))
-    else {
-        return false;
-    };
-    !authority.is_empty()
-        && authority
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-.:[]_".contains(c))
 }
