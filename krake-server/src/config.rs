@@ -321,7 +321,7 @@ pub struct ControllerSettings {
     /// Beyond Krake, scheduler: queries to metrics providers.
     pub metrics_providers: MetricsProvidersSection,
     /// Kubernetes application controller: Krake's `complete` and `shutdown`
-    /// hooks (validated, not used yet).
+    /// hooks.
     pub hooks: Option<HooksSection>,
     /// Kubernetes application controller: Krake's migration of applications
     /// with volumes (validated, not used yet).
@@ -350,11 +350,11 @@ pub struct ControllerSettings {
     pub poll_interval: Option<f64>,
 }
 
-/// Krake's `hooks` of `kubernetes_application.yaml`.
-///
-/// Accepted and checked as Krake checks them, so Krake's files load, but
-/// not used yet: the hooks themselves are a separate piece of work, and
-/// until then applications that ask for them are deployed without them.
+/// Krake's `hooks` of `kubernetes_application.yaml`: the settings of the
+/// hooks applications ask for in `spec.hooks` (a hook without settings
+/// works with Krake's defaults and without certificates). Checked as Krake
+/// checks them; the intermediate CAs are read when the configuration is
+/// loaded (see `krake_controller::kubernetes::hooks`).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct HooksSection {

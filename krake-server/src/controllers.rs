@@ -4,11 +4,15 @@
 //! Either way they talk to the API over HTTP through `krake-client`, never
 //! to the store.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use krake_client::Client;
 use krake_controller::gc::{GarbageCollector, GcConfig};
+use krake_controller::kubernetes::hooks::certs::HookCa;
+use krake_controller::kubernetes::hooks::shutdown::FailureStrategy;
+use krake_controller::kubernetes::hooks::{Hook, HookConfig, HooksConfig};
 use krake_controller::kubernetes::{
     ApplicationController, ApplicationControllerConfig, ClientTimeouts, ClusterController,
     ClusterControllerConfig,
@@ -23,7 +27,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ConfigError, ControllerSettings, one_line};
+use crate::config::{ConfigError, ControllerSettings, HookSection, HooksSection, one_line};
 
 /// How long the controllers may take to drain on shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -223,12 +227,135 @@ fn client_timeouts(
     Ok(timeouts)
 }
 
+/// The API as the Kubernetes application controller's hooks see it.
+#[derive(Debug, Clone, Default)]
+pub struct HookApi {
+    /// The URL the workloads call unless a hook has an `external_endpoint`
+    /// (default `http://localhost:8080`, Krake's `api_endpoint`).
+    pub endpoint: Option<String>,
+    /// The CA of the API's certificate, put into the hooks' `ca-bundle.pem`
+    /// before the intermediate (Krake puts the controller's CAs there).
+    pub krake_ca: Option<PathBuf>,
+}
+
+/// The hooks' settings from Krake's `hooks` keys: defaults for what they
+/// leave out, the intermediate CAs read and checked now (a file that cannot
+/// be read or a key that does not belong to its certificate fails here, not
+/// at the first application).
+pub fn hooks_config(
+    hooks: Option<&HooksSection>,
+    section: &str,
+    api: &HookApi,
+) -> Result<HooksConfig, ConfigError> {
+    let mut config = HooksConfig::default();
+    if let Some(endpoint) = &api.endpoint {
+        config.api_endpoint = endpoint.clone();
+    }
+    let Some(hooks) = hooks else {
+        return Ok(config);
+    };
+    hooks.validate(section)?;
+    for (hook, given) in [
+        (Hook::Complete, &hooks.complete),
+        (Hook::Shutdown, &hooks.shutdown),
+    ] {
+        let Some(given) = given else { continue };
+        let prefix = format!("{section}: hooks.{}", hook.name());
+        let target = match hook {
+            Hook::Complete => &mut config.complete,
+            Hook::Shutdown => &mut config.shutdown,
+        };
+        *target = hook_config(hook, given, &prefix, api)?;
+        if hook == Hook::Shutdown {
+            let flow = &mut config.shutdown_settings;
+            if let Some(timeout) = given.timeout {
+                flow.timeout = positive_seconds(&format!("{prefix}.timeout"), timeout)?;
+            }
+            if let Some(strategy) = &given.failure_strategy {
+                flow.failure_strategy = FailureStrategy::parse(strategy).ok_or_else(|| {
+                    ConfigError::Unsupported(format!(
+                        "{prefix}.failure_strategy: {strategy:?} (delete or give_up)"
+                    ))
+                })?;
+            }
+            if let Some(count) = given.failure_retry_count {
+                flow.failure_retry_count = u32::try_from(count).map_err(|_| {
+                    ConfigError::Unsupported(format!(
+                        "{prefix}.failure_retry_count: {count} (0 or more)"
+                    ))
+                })?;
+            }
+        }
+    }
+    Ok(config)
+}
+
+fn hook_config(
+    hook: Hook,
+    given: &HookSection,
+    prefix: &str,
+    api: &HookApi,
+) -> Result<HookConfig, ConfigError> {
+    let mut config = HookConfig::defaults(hook);
+    let set = |target: &mut String, value: &Option<String>| {
+        if let Some(value) = value {
+            target.clone_from(value);
+        }
+    };
+    set(&mut config.hook_user, &given.hook_user);
+    set(&mut config.cert_dest, &given.cert_dest);
+    set(&mut config.env_token, &given.env_token);
+    set(&mut config.env_url, &given.env_url);
+    for (key, value) in [
+        ("env_token", &config.env_token),
+        ("env_url", &config.env_url),
+    ] {
+        if !is_env_name(value) {
+            return Err(ConfigError::Unsupported(format!(
+                "{prefix}.{key}: {value:?} (an environment variable name: letters, digits, _)"
+            )));
+        }
+    }
+    config
+        .external_endpoint
+        .clone_from(&given.external_endpoint);
+    if let (Some(cert), Some(key)) = (&given.intermediate_src, &given.intermediate_key_src) {
+        let ca = HookCa::load(cert, key, api.krake_ca.as_deref())
+            .map_err(|err| ConfigError::Unsupported(one_line(&format!("{prefix}: {err}"))))?;
+        config.ca = Some(Arc::new(ca));
+    }
+    Ok(config)
+}
+
+/// A name Kubernetes takes for an environment variable whose lowercase
+/// form is also a Secret key.
+fn is_env_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+}
+
 /// The spec of `kind` from its settings; `section` names them in errors
-/// (`controllers.gc`, `scheduler.yaml`).
+/// (`controllers.gc`, `scheduler.yaml`); the hooks call the API at the
+/// default `http://localhost:8080` (see [`spec_with_api`]).
+#[cfg(test)]
 pub fn spec(
     kind: ControllerKind,
     settings: &ControllerSettings,
     section: &str,
+) -> Result<ControllerSpec, ConfigError> {
+    spec_with_api(kind, settings, section, &HookApi::default())
+}
+
+/// As [`spec`], with the API as the hooks of the Kubernetes application
+/// controller see it.
+pub fn spec_with_api(
+    kind: ControllerKind,
+    settings: &ControllerSettings,
+    section: &str,
+    api: &HookApi,
 ) -> Result<ControllerSpec, ConfigError> {
     let workers = settings.worker_count.unwrap_or(5);
     if workers == 0 {
@@ -287,17 +414,16 @@ pub fn spec(
             Ok(ControllerSpec::Scheduler(config))
         }
         ControllerKind::KubernetesApplication => {
-            // Krake's hooks and migration: checked so that a wrong file
-            // fails now, not used yet (hooks are a separate piece of work).
-            if let Some(hooks) = &settings.hooks {
-                hooks.validate(section)?;
-            }
+            // Krake's hooks (their intermediate CAs read now); migration is
+            // checked so that a wrong file fails now, not used yet.
+            let hooks = hooks_config(settings.hooks.as_ref(), section, api)?;
             if let Some(migration) = &settings.migration {
                 migration.validate(section)?;
             }
             let mut config = ApplicationControllerConfig {
                 workers,
                 timeouts: client_timeouts(settings, section)?,
+                hooks,
                 ..ApplicationControllerConfig::default()
             };
             if let Some(value) = settings.resync {
@@ -592,6 +718,24 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     one_line(&text)
 }
 
+/// An intermediate CA for the hooks, written as `<name>.pem` and
+/// `<name>-key.pem` into `dir` (tests).
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) fn write_intermediate(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let key = KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let cert_file = dir.join(format!("{name}.pem"));
+    let key_file = dir.join(format!("{name}-key.pem"));
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    (cert_file, key_file)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -637,15 +781,22 @@ mod tests {
 
     #[test]
     fn kubernetes_settings_follow_krakes_keys() {
-        let settings: ControllerSettings = parse_yaml(
+        let dir = tempfile::tempdir().unwrap();
+        let (a, a_key) = write_intermediate(dir.path(), "a");
+        let (b, b_key) = write_intermediate(dir.path(), "b");
+        let settings: ControllerSettings = parse_yaml(&format!(
             "worker_count: 3\ndebounce: 1.0\n\
-             hooks:\n  complete: {hook_user: system:complete-hook, intermediate_src: a.pem, intermediate_key_src: a-key.pem, \
-             cert_dest: /etc/krake_complete_certs, env_token: KRAKE_COMPLETE_TOKEN, env_url: KRAKE_COMPLETE_URL}\n  \
-             shutdown: {intermediate_src: b.pem, intermediate_key_src: b-key.pem, external_endpoint: 'https://krake:8443', \
-             timeout: 30, failure_strategy: give_up, failure_retry_count: 2}\n\
-             migration: {retry: {max: 10, timeout: 60}}\n\
+             hooks:\n  complete: {{hook_user: system:complete-hook, intermediate_src: {a}, intermediate_key_src: {a_key}, \
+             cert_dest: /etc/krake_complete_certs, env_token: KRAKE_COMPLETE_TOKEN, env_url: KRAKE_COMPLETE_URL}}\n  \
+             shutdown: {{hook_user: system:bye, intermediate_src: {b}, intermediate_key_src: {b_key}, external_endpoint: 'https://krake:8443', \
+             env_token: BYE_TOKEN, timeout: 12, failure_strategy: give_up, failure_retry_count: 2}}\n\
+             migration: {{retry: {{max: 10, timeout: 60}}}}\n\
              resync: 30\nconnect_timeout: 2\nrequest_timeout: 10\nlist_timeout: 0.5\n",
-        )
+            a = a.display(),
+            a_key = a_key.display(),
+            b = b.display(),
+            b_key = b_key.display(),
+        ))
         .unwrap();
         let ControllerSpec::KubernetesApplication(config) = spec(
             ControllerKind::KubernetesApplication,
@@ -660,6 +811,51 @@ mod tests {
         assert_eq!(config.timeouts.connect, Duration::from_secs(2));
         assert_eq!(config.timeouts.request, Duration::from_secs(10));
         assert_eq!(config.list_timeout, Duration::from_millis(500));
+        let hooks = &config.hooks;
+        assert_eq!(hooks.api_endpoint, "http://localhost:8080");
+        assert_eq!(hooks.complete.hook_user, "system:complete-hook");
+        assert_eq!(hooks.complete.cert_dest, "/etc/krake_complete_certs");
+        assert!(hooks.complete.ca.is_some());
+        assert_eq!(hooks.shutdown.hook_user, "system:bye");
+        assert_eq!(hooks.shutdown.env_token, "BYE_TOKEN");
+        assert_eq!(hooks.shutdown.env_url, "KRAKE_SHUTDOWN_URL");
+        assert_eq!(hooks.shutdown.cert_dest, "/etc/krake_shutdown_certs/");
+        assert_eq!(
+            hooks.shutdown.external_endpoint.as_deref(),
+            Some("https://krake:8443")
+        );
+        assert_eq!(hooks.shutdown_settings.timeout, Duration::from_secs(12));
+        assert_eq!(
+            hooks.shutdown_settings.failure_strategy,
+            FailureStrategy::GiveUp
+        );
+        assert_eq!(hooks.shutdown_settings.failure_retry_count, 2);
+
+        // The intermediate CAs are read with the configuration.
+        let settings: ControllerSettings = parse_yaml(&format!(
+            "hooks: {{complete: {{intermediate_src: {a}, intermediate_key_src: {b_key}}}}}\n",
+            a = a.display(),
+            b_key = b_key.display(),
+        ))
+        .unwrap();
+        let err = spec(ControllerKind::KubernetesApplication, &settings, "x.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("x.yaml: hooks.complete: the key") && err.contains("does not belong"),
+            "{err}"
+        );
+        let settings: ControllerSettings = parse_yaml(
+            "hooks: {shutdown: {intermediate_src: /nonexistent/i.pem, intermediate_key_src: /nonexistent/k.pem}}\n",
+        )
+        .unwrap();
+        let err = spec(ControllerKind::KubernetesApplication, &settings, "x.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("hooks.shutdown: cannot read /nonexistent/i.pem"),
+            "{err}"
+        );
 
         let defaults = ApplicationControllerConfig::default();
         let ControllerSpec::KubernetesApplication(config) = spec(

@@ -243,6 +243,9 @@ struct ControllerArgs {
     /// application even when nothing changed (resync) [default: 60].
     #[arg(long)]
     resync: Option<f64>,
+    /// Kubernetes application controller: Krake's hooks.* keys.
+    #[command(flatten)]
+    hooks: HookFlags,
     /// Kubernetes application controller: seconds a cluster may take to
     /// list the objects of a kind (list_timeout) [default: 20].
     #[arg(long)]
@@ -270,6 +273,137 @@ struct ControllerArgs {
     /// Serve the controller's Prometheus metrics at http://ADDRESS/metrics.
     #[arg(long)]
     metrics_address: Option<String>,
+}
+
+/// `krake-server controller kubernetes-application`: Krake's `hooks.*`
+/// keys as flags (`--hooks-complete-hook-user`,
+/// `--hooks-shutdown-failure-strategy`, ...), over the file.
+#[derive(Debug, Default, clap::Args)]
+struct HookFlags {
+    /// The complete hook's certificate user (hooks.complete.hook_user).
+    #[arg(long = "hooks-complete-hook-user")]
+    complete_hook_user: Option<String>,
+    /// The intermediate CA signing the complete hook's certificates.
+    #[arg(long = "hooks-complete-intermediate-src")]
+    complete_intermediate_src: Option<PathBuf>,
+    /// The key of hooks.complete.intermediate_src.
+    #[arg(long = "hooks-complete-intermediate-key-src")]
+    complete_intermediate_key_src: Option<PathBuf>,
+    /// Where the complete hook's certificates are mounted.
+    #[arg(long = "hooks-complete-cert-dest")]
+    complete_cert_dest: Option<String>,
+    /// The complete hook's token variable [default: KRAKE_COMPLETE_TOKEN].
+    #[arg(long = "hooks-complete-env-token")]
+    complete_env_token: Option<String>,
+    /// The complete hook's URL variable [default: KRAKE_COMPLETE_URL].
+    #[arg(long = "hooks-complete-env-url")]
+    complete_env_url: Option<String>,
+    /// The API as workloads reach it, for the complete hook's URL.
+    #[arg(long = "hooks-complete-external-endpoint")]
+    complete_external_endpoint: Option<String>,
+    /// The shutdown hook's certificate user (hooks.shutdown.hook_user).
+    #[arg(long = "hooks-shutdown-hook-user")]
+    shutdown_hook_user: Option<String>,
+    /// The intermediate CA signing the shutdown hook's certificates.
+    #[arg(long = "hooks-shutdown-intermediate-src")]
+    shutdown_intermediate_src: Option<PathBuf>,
+    /// The key of hooks.shutdown.intermediate_src.
+    #[arg(long = "hooks-shutdown-intermediate-key-src")]
+    shutdown_intermediate_key_src: Option<PathBuf>,
+    /// Where the shutdown hook's certificates are mounted.
+    #[arg(long = "hooks-shutdown-cert-dest")]
+    shutdown_cert_dest: Option<String>,
+    /// The shutdown hook's token variable [default: KRAKE_SHUTDOWN_TOKEN].
+    #[arg(long = "hooks-shutdown-env-token")]
+    shutdown_env_token: Option<String>,
+    /// The shutdown hook's URL variable [default: KRAKE_SHUTDOWN_URL].
+    #[arg(long = "hooks-shutdown-env-url")]
+    shutdown_env_url: Option<String>,
+    /// The API as workloads reach it, for the shutdown hook's URL.
+    #[arg(long = "hooks-shutdown-external-endpoint")]
+    shutdown_external_endpoint: Option<String>,
+    /// Seconds a workload has to shut down [default: 30].
+    #[arg(long = "hooks-shutdown-timeout")]
+    shutdown_timeout: Option<f64>,
+    /// delete or give_up when it does not [default: delete].
+    #[arg(long = "hooks-shutdown-failure-strategy")]
+    shutdown_failure_strategy: Option<String>,
+    /// How many times it is asked again [default: 0].
+    #[arg(long = "hooks-shutdown-failure-retry-count")]
+    shutdown_failure_retry_count: Option<i64>,
+}
+
+impl HookFlags {
+    /// Puts the flags over the file's `hooks` (a section is made for a hook
+    /// that only flags name).
+    fn apply(&self, hooks: &mut Option<config::HooksSection>) {
+        fn over<T: Clone>(flag: &Option<T>, file: &mut Option<T>) {
+            if flag.is_some() {
+                file.clone_from(flag);
+            }
+        }
+        let complete_set = self.complete_hook_user.is_some()
+            || self.complete_intermediate_src.is_some()
+            || self.complete_intermediate_key_src.is_some()
+            || self.complete_cert_dest.is_some()
+            || self.complete_env_token.is_some()
+            || self.complete_env_url.is_some()
+            || self.complete_external_endpoint.is_some();
+        if complete_set {
+            let hook = hooks
+                .get_or_insert_default()
+                .complete
+                .get_or_insert_default();
+            over(&self.complete_hook_user, &mut hook.hook_user);
+            over(&self.complete_intermediate_src, &mut hook.intermediate_src);
+            over(
+                &self.complete_intermediate_key_src,
+                &mut hook.intermediate_key_src,
+            );
+            over(&self.complete_cert_dest, &mut hook.cert_dest);
+            over(&self.complete_env_token, &mut hook.env_token);
+            over(&self.complete_env_url, &mut hook.env_url);
+            over(
+                &self.complete_external_endpoint,
+                &mut hook.external_endpoint,
+            );
+        }
+        let shutdown_set = self.shutdown_hook_user.is_some()
+            || self.shutdown_intermediate_src.is_some()
+            || self.shutdown_intermediate_key_src.is_some()
+            || self.shutdown_cert_dest.is_some()
+            || self.shutdown_env_token.is_some()
+            || self.shutdown_env_url.is_some()
+            || self.shutdown_external_endpoint.is_some()
+            || self.shutdown_timeout.is_some()
+            || self.shutdown_failure_strategy.is_some()
+            || self.shutdown_failure_retry_count.is_some();
+        if shutdown_set {
+            let hook = hooks
+                .get_or_insert_default()
+                .shutdown
+                .get_or_insert_default();
+            over(&self.shutdown_hook_user, &mut hook.hook_user);
+            over(&self.shutdown_intermediate_src, &mut hook.intermediate_src);
+            over(
+                &self.shutdown_intermediate_key_src,
+                &mut hook.intermediate_key_src,
+            );
+            over(&self.shutdown_cert_dest, &mut hook.cert_dest);
+            over(&self.shutdown_env_token, &mut hook.env_token);
+            over(&self.shutdown_env_url, &mut hook.env_url);
+            over(
+                &self.shutdown_external_endpoint,
+                &mut hook.external_endpoint,
+            );
+            over(&self.shutdown_timeout, &mut hook.timeout);
+            over(&self.shutdown_failure_strategy, &mut hook.failure_strategy);
+            over(
+                &self.shutdown_failure_retry_count,
+                &mut hook.failure_retry_count,
+            );
+        }
+    }
 }
 
 /// Where the objects are kept.
@@ -633,6 +767,17 @@ fn settings(cli: Cli) -> Result<Settings, ConfigError> {
         .unwrap_or_else(|| "info".to_owned());
     let sections = &file.controllers;
     let mut controllers = Vec::new();
+    // The in-process hooks' URLs name this server (a wildcard address as
+    // localhost; `external_endpoint` for workloads elsewhere) and their
+    // ca-bundle.pem the CA of the clients' certificates.
+    let hook_api = controllers::HookApi {
+        endpoint: Some(format!(
+            "{}://{}",
+            if tls.is_some() { "https" } else { "http" },
+            reachable_address(&address)
+        )),
+        krake_ca: tls.as_ref().and_then(|tls| tls.client_ca.clone()),
+    };
     for (kind, section, enabled, off) in [
         (ControllerKind::Gc, &sections.gc, cli.gc_enabled, cli.no_gc),
         (
@@ -656,7 +801,7 @@ fn settings(cli: Cli) -> Result<Settings, ConfigError> {
     ] {
         let name = format!("controllers.{}", kind.name().replace('-', "_"));
         if !off && enabled.or(section.enabled).unwrap_or(true) {
-            controllers.push(controllers::spec(kind, section, &name)?);
+            controllers.push(controllers::spec_with_api(kind, section, &name, &hook_api)?);
         }
     }
     let election = election(
@@ -688,6 +833,17 @@ fn settings(cli: Cli) -> Result<Settings, ConfigError> {
         log_filter,
         log_format: cli.log_format,
     })
+}
+
+/// `address` (host:port) as a client reaches it: a wildcard host becomes
+/// `localhost`.
+fn reachable_address(address: &str) -> String {
+    for wildcard in ["0.0.0.0:", "[::]:"] {
+        if let Some(port) = address.strip_prefix(wildcard) {
+            return format!("localhost:{port}");
+        }
+    }
+    address.to_owned()
 }
 
 /// Leader election settings: flags over the file's `leader_election`.
@@ -752,12 +908,12 @@ fn controller_settings(
     settings.list_timeout = args.list_timeout.or(settings.list_timeout);
     settings.connect_timeout = args.connect_timeout.or(settings.connect_timeout);
     settings.request_timeout = args.request_timeout.or(settings.request_timeout);
+    args.hooks.apply(&mut settings.hooks);
     if settings.enabled.is_some() {
         return Err(ConfigError::Unsupported(format!(
             "{file_name}: enabled is a key of krake-server's controllers section, not of a controller's file"
         )));
     }
-    let spec = controllers::spec(kind, &settings, &file_name)?;
     let tls_flags = args.tls_client_ca.is_some()
         || args.tls_client_cert.is_some()
         || args.tls_client_key.is_some();
@@ -784,6 +940,12 @@ fn controller_settings(
         .or(file.api_endpoint.clone())
         .unwrap_or_else(|| "http://localhost:8080".to_owned());
     let api = api_endpoints(&api_list, tls.is_some())?;
+    // The hooks' URLs name the first replica (or `external_endpoint`).
+    let hook_api = controllers::HookApi {
+        endpoint: api.first().cloned(),
+        krake_ca: tls.as_ref().and_then(|tls| tls.client_ca.clone()),
+    };
+    let spec = controllers::spec_with_api(kind, &settings, &file_name, &hook_api)?;
     let election = election(
         args.leader_elect,
         &file.leader_election,
@@ -1776,8 +1938,28 @@ mod tests {
         assert!(err.to_string().contains("names no URL"), "{err}");
     }
 
+    /// Flags naming fresh intermediate CAs of both hooks in `dir` (the
+    /// files name paths of a deployment).
+    fn hook_ca_flags(dir: &Path) -> Vec<String> {
+        let mut flags = Vec::new();
+        for hook in ["complete", "shutdown"] {
+            let (cert, key) = controllers::write_intermediate(dir, hook);
+            flags.push(format!(
+                "--hooks-{hook}-intermediate-src={}",
+                cert.display()
+            ));
+            flags.push(format!(
+                "--hooks-{hook}-intermediate-key-src={}",
+                key.display()
+            ));
+        }
+        flags
+    }
+
     #[test]
     fn the_example_controller_files_are_valid() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca_flags = hook_ca_flags(dir.path());
         for (kind, file) in [
             ("gc", "garbage_collector.yaml"),
             ("scheduler", "scheduler.yaml"),
@@ -1785,7 +1967,11 @@ mod tests {
             ("kubernetes-cluster", "kubernetes_cluster.yaml"),
         ] {
             let path = format!("{}/../config/{file}", env!("CARGO_MANIFEST_DIR"));
-            let cli = Cli::parse_from(["krake-server", "controller", kind, "-c", &path]);
+            let mut argv = vec!["krake-server", "controller", kind, "-c", &path];
+            if kind == "kubernetes-application" {
+                argv.extend(ca_flags.iter().map(String::as_str));
+            }
+            let cli = Cli::parse_from(argv);
             let Some(Command::Controller(args)) = cli.command else {
                 panic!("not the controller command");
             };
@@ -1896,13 +2082,23 @@ log:
 "#;
 
     fn controller_run(kind: &str, file: &Path) -> Result<ControllerRun, ConfigError> {
-        let cli = Cli::parse_from([
+        controller_run_with(kind, file, &[])
+    }
+
+    fn controller_run_with(
+        kind: &str,
+        file: &Path,
+        flags: &[String],
+    ) -> Result<ControllerRun, ConfigError> {
+        let mut argv = vec![
             "krake-server",
             "controller",
             kind,
             "-c",
             file.to_str().unwrap(),
-        ]);
+        ];
+        argv.extend(flags.iter().map(String::as_str));
+        let cli = Cli::parse_from(argv);
         let Some(Command::Controller(args)) = cli.command else {
             panic!("not the controller command");
         };
@@ -1914,7 +2110,21 @@ log:
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("kubernetes_application.yaml");
         std::fs::write(&file, KRAKE_KUBERNETES_APPLICATION).unwrap();
-        let run = controller_run("kubernetes-application", &file).unwrap();
+        // The file's intermediate CAs are not there.
+        let err = controller_run("kubernetes-application", &file)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("hooks.complete: cannot read tmp/pki/system:complete-signing.pem"),
+            "{err}"
+        );
+        let mut flags = hook_ca_flags(dir.path());
+        flags.extend([
+            "--hooks-complete-env-url=MY_URL".to_owned(),
+            "--hooks-shutdown-failure-strategy=give_up".to_owned(),
+            "--hooks-shutdown-timeout=7".to_owned(),
+        ]);
+        let run = controller_run_with("kubernetes-application", &file, &flags).unwrap();
         assert_eq!(run.api, ["http://localhost:8080"]);
         assert!(run.tls.is_none());
         assert_eq!(run.log_filter, "info");
@@ -1922,6 +2132,22 @@ log:
             panic!("not the application controller");
         };
         assert_eq!(config.workers, 5);
+        // Krake's keys, the flags over them.
+        let hooks = &config.hooks;
+        assert_eq!(hooks.api_endpoint, "http://localhost:8080");
+        assert_eq!(hooks.complete.env_url, "MY_URL");
+        assert_eq!(hooks.complete.env_token, "KRAKE_COMPLETE_TOKEN");
+        assert_eq!(hooks.complete.cert_dest, "/etc/krake_complete_certs");
+        assert!(hooks.complete.ca.is_some() && hooks.shutdown.ca.is_some());
+        assert_eq!(
+            hooks.shutdown.external_endpoint.as_deref(),
+            Some("https://krake.example:8443")
+        );
+        assert_eq!(hooks.shutdown_settings.timeout, Duration::from_secs(7));
+        assert_eq!(
+            hooks.shutdown_settings.failure_strategy,
+            krake_controller::kubernetes::hooks::shutdown::FailureStrategy::GiveUp
+        );
 
         let file = dir.path().join("kubernetes_cluster.yaml");
         std::fs::write(&file, KRAKE_KUBERNETES_CLUSTER).unwrap();

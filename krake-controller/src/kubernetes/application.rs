@@ -83,6 +83,7 @@ use crate::kubernetes::cluster_client::{
     ClusterClient, ClusterClients, KubeError, ResolvedKind, fingerprint,
 };
 use crate::kubernetes::health::{application_health, service_endpoint, workload_health};
+use crate::kubernetes::hooks::{self, HooksConfig};
 use crate::kubernetes::observation::{Observations, Observed};
 use crate::kubernetes::observer_schema::{self, ResourceId};
 use crate::object_key::ObjectKey;
@@ -166,6 +167,8 @@ pub(crate) struct Context {
     /// with the `modified` before it: that change is not the user's, so it
     /// needs no new hand-off from the scheduler.
     pub own_writes: Mutex<HashMap<ObjectKey, OwnWrite>>,
+    /// The hooks' settings: tokens, certificates, mangling.
+    pub hooks: Arc<HooksConfig>,
 }
 
 /// One application.
@@ -222,6 +225,24 @@ async fn reconcile_version(
             );
         }
         Arc::new(updated)
+    };
+    // The hooks' tokens and certificates: in the status before any
+    // manifest that uses them is applied, made once.
+    let app = match hooks::prepare_status(&cx.hooks, &app) {
+        Ok(None) => app,
+        Ok(Some(status)) => {
+            let mut updated = (*app).clone();
+            updated.status = status;
+            Arc::new(apps(&app, &cx).status(&updated).await?)
+        }
+        Err(err) => {
+            let mut status = app.status.clone();
+            status.state = ApplicationState::Failed;
+            status.reason = Some(Reason::new(ReasonCode::InternalError, err.to_string()));
+            status.kube_controller_triggered = Some(Timestamp::now());
+            write_status(&app, &cx, status).await?;
+            return Ok(Action::await_change());
+        }
     };
     match &app.status.running_on {
         Some(old) if !same_cluster(old, &target) => migrate(&app, &cx, old.clone(), target).await,
@@ -468,7 +489,7 @@ async fn apply_on(
     target: &ResourceRef,
     leaving: Option<&ResourceRef>,
 ) -> Result<Outcome, ApplicationError> {
-    let desired = match cx.extensions.desired_manifest(app) {
+    let mut desired = match cx.extensions.desired_manifest(app) {
         Ok(desired) => desired,
         Err(message) => {
             return Ok(Outcome::Failed(Reason::new(
@@ -482,6 +503,13 @@ async fn apply_on(
     let target_key = cluster_key(target);
     let mut custom = app.spec.observer_schema.clone();
     custom.extend(desired.observer_schema);
+    // The hooks' Secrets, environment variables and volumes, observed.
+    if let Err(err) = hooks::mangle::mangle(&cx.hooks, app, &mut desired.manifest, &mut custom) {
+        return Ok(Outcome::Failed(Reason::new(
+            ReasonCode::InvalidResource,
+            err.to_string(),
+        )));
+    }
     let schemas = observer_schema::schemas_for(&desired.manifest, &custom);
     let mut last_applied = observer_schema::last_applied(
         &desired.manifest,
@@ -528,19 +556,45 @@ async fn apply_on(
                         "resource drifted; applying"
                     );
                     to_apply.push(index);
+                } else if observer_schema::find(
+                    &app.status.last_applied_manifest,
+                    &p.id,
+                    client.default_namespace(),
+                )
+                .is_some_and(|before| before != &last_applied[index])
+                {
+                    // Changed since the last apply in a way no observed
+                    // field shows, such as a field removed (a hook's
+                    // variables): server-side apply removes it.
+                    tracing::info!(
+                        application = %app.metadata.name,
+                        resource = %p.id,
+                        "desired state changed; applying"
+                    );
+                    to_apply.push(index);
                 }
             }
         }
     }
     // What to delete: applied before, no longer in the manifest.
     let current: HashSet<ResourceId> = planned.iter().map(|p| p.id.clone()).collect();
-    let removed: Vec<ManifestResource> = app
+    let mut removed: Vec<ManifestResource> = app
         .status
         .last_applied_manifest
         .iter()
         .filter(|r| ResourceId::of(r).is_some_and(|id| !current.contains(&id)))
         .cloned()
         .collect();
+    // The Secrets of hooks no longer asked for (their tokens are cleared
+    // below).
+    for secret in hooks::mangle::disabled_secrets(app, &desired.manifest) {
+        if !removed
+            .iter()
+            .any(|r| ResourceId::of(r) == ResourceId::of(&secret))
+        {
+            removed.push(secret);
+        }
+    }
 
     let mut status = app.status.clone();
     if !to_apply.is_empty() || !removed.is_empty() || leaving.is_some() {
@@ -629,6 +683,7 @@ async fn apply_on(
     status.last_applied_manifest = last_applied;
     status.last_observed_manifest = last_observed;
     status.mangled_observer_schema = schemas;
+    hooks::forget_disabled(app, &mut status);
     Ok(Outcome::Done(Box::new(status)))
 }
 

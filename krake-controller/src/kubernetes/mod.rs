@@ -20,7 +20,10 @@
 //! - [`tosca`]: TOSCA templates and CSAR archives translated into
 //!   manifests;
 //! - [`health`]: workload health to application state and
-//!   `status.services`.
+//!   `status.services`;
+//! - [`hooks`]: Krake's `complete` and `shutdown` hooks (tokens,
+//!   certificates, the Secrets and environment variables they add, the
+//!   shutdown flow).
 //!
 //! ```no_run
 //! # async fn example(client: krake_client::Client) {
@@ -47,6 +50,7 @@ pub mod cluster;
 pub mod cluster_client;
 mod cluster_watch;
 pub mod health;
+pub mod hooks;
 pub mod observation;
 pub mod observer_schema;
 pub mod tosca;
@@ -61,6 +65,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use application::{ApplicationExtensions, DesiredManifest, PlainManifest};
 pub use cluster_client::{ClientTimeouts, ClusterClient, ClusterClients, KubeError};
+pub use hooks::HooksConfig;
 pub use observation::Observations;
 
 use crate::controller::{Controller, ControllerConfig};
@@ -93,6 +98,8 @@ pub struct ApplicationControllerConfig {
     pub tosca_max_bytes: usize,
     /// Hooks and TOSCA translation (default: `spec.manifest` as it is).
     pub extensions: Arc<dyn ApplicationExtensions>,
+    /// Krake's `complete` and `shutdown` hooks (`hooks`).
+    pub hooks: HooksConfig,
 }
 
 impl Default for ApplicationControllerConfig {
@@ -105,6 +112,7 @@ impl Default for ApplicationControllerConfig {
             tosca_timeout: tosca::fetch::TIMEOUT,
             tosca_max_bytes: tosca::fetch::MAX_BYTES,
             extensions: Arc::new(PlainManifest),
+            hooks: HooksConfig::default(),
         }
     }
 }
@@ -177,6 +185,7 @@ impl ApplicationController {
             ),
             resync: self.config.resync,
             own_writes: Mutex::new(HashMap::new()),
+            hooks: Arc::new(self.config.hooks.clone()),
         });
         let on_cluster = app_store.clone();
         let controller = applications
