@@ -13,7 +13,13 @@
 //!   its tests;
 //! - [`kube`]: a fake Kubernetes API server that the unmodified `kube`
 //!   client talks to over HTTP(S), with a simulated kubelet and fault
-//!   injection.
+//!   injection;
+//! - [`openstack`]: a fake Keystone v3 and Magnum v1 (tokens, clusters,
+//!   resizes, certificates) for the Magnum controller;
+//! - [`im`]: a fake Infrastructure Manager (IM) speaking IM's REST API
+//!   (infrastructures created from TOSCA that move through IM's states over
+//!   time, outputs with a kubeconfig, IM's auth data), with fault injection
+//!   and request records.
 //!
 //! # Example
 //!
@@ -26,7 +32,9 @@
 
 pub mod etcd;
 pub mod etcd_cluster;
+pub mod im;
 pub mod kube;
+pub mod openstack;
 pub mod process;
 pub mod prometheus;
 pub mod server;

@@ -318,6 +318,14 @@ impl FakeCluster {
         &self.shared.pki.ca_pem
     }
 
+    /// The private key (PKCS#8 PEM) of [`ca_pem`](Self::ca_pem): whoever
+    /// holds it can issue client certificates the fake accepts, as a Magnum
+    /// fake signing CSRs with the cluster's CA does
+    /// ([`crate::openstack::FakeOpenStack::serve_kube`]).
+    pub fn ca_key_pem(&self) -> &str {
+        &self.shared.pki.ca_key_pem
+    }
+
     fn resolve(st: &StoreInner, api_version: &str, kind: &str) -> Option<Arc<ResourceType>> {
         st.registry.by_kind(api_version, kind)
     }

@@ -19,6 +19,9 @@ use super::FakeError;
 pub(crate) struct Pki {
     /// The CA that signed the server and client certificates (PEM).
     pub ca_pem: String,
+    /// The CA's private key (PKCS#8 PEM), for fakes that issue client
+    /// certificates this cluster trusts (`krake_testkit::openstack`).
+    pub ca_key_pem: String,
     /// A CA that signed nothing here (PEM).
     pub wrong_ca_pem: String,
     /// The client certificate (PEM), CN `krake-testkit`, O `system:masters`.
@@ -55,6 +58,7 @@ impl Pki {
         let ca_key = KeyPair::generate().map_err(tls_err)?;
         let ca_params = ca_params("krake-testkit-fake-kube-ca")?;
         let ca_cert = ca_params.self_signed(&ca_key).map_err(tls_err)?;
+        let ca_key_pem = ca_key.serialize_pem();
         let issuer = Issuer::new(ca_params, ca_key);
 
         let wrong_key = KeyPair::generate().map_err(tls_err)?;
@@ -107,6 +111,7 @@ impl Pki {
 
         Ok(Self {
             ca_pem: ca_cert.pem(),
+            ca_key_pem,
             wrong_ca_pem: wrong_cert.pem(),
             client_cert_pem: client_cert.pem(),
             client_key_pem: client_key.serialize_pem(),
