@@ -5,11 +5,13 @@
 //! # Flow (one reconcile of an application)
 //!
 //! 1. **Deleted**, our finalizer `kubernetes_resources_deletion` at the
-//!    tail: state DELETING, every resource of the application deleted on
-//!    its `running_on` cluster and on its `scheduled_to` cluster (where an
-//!    apply may have happened that `running_on` does not record yet; 404 is
-//!    fine; a cluster that no longer exists is skipped), `running_on`
-//!    cleared, the finalizer popped (the API then removes the object).
+//!    tail: with the `shutdown` hook, the workload is asked to shut down
+//!    first (below); then state DELETING, every resource of the
+//!    application deleted on its `running_on` cluster and on its
+//!    `scheduled_to` cluster (where an apply may have happened that
+//!    `running_on` does not record yet; 404 is fine; a cluster that no
+//!    longer exists is skipped), `running_on` cleared, the finalizer popped
+//!    (the API then removes the object).
 //! 2. **Accepted** only once the scheduler handed it over
 //!    (`kube_controller_triggered ≥ modified`, Krake's rule, so every user
 //!    update goes through the scheduler first) and it has `scheduled_to`.
@@ -26,9 +28,11 @@
 //!    cannot be read or translated: FAILED with INVALID_TOSCA_MANIFEST and
 //!    the problem with its place, until the user changes the application.
 //! 3. The finalizer is pushed (once).
-//! 4. **Migration** (`running_on` ≠ `scheduled_to`): state MIGRATING, every
-//!    resource applied on the new cluster, then deleted on the old one;
-//!    then `running_on` moves.
+//! 4. **Migration** (`running_on` ≠ `scheduled_to`): with the `shutdown`
+//!    hook, the workload is asked to shut down first (below); then state
+//!    MIGRATING, every resource applied on the new cluster, then deleted on
+//!    the old one; then `running_on` moves (state RUNNING, the hook's grace
+//!    period cleared).
 //! 5. **Reconcile**: the desired manifest (`spec.manifest`, through the
 //!    [`ApplicationExtensions`] seam for hooks and TOSCA), its observer
 //!    schema (custom entries from `spec.observer_schema`, the default for
@@ -45,6 +49,29 @@
 //! at once (a deleted Deployment is back within the watch latency); a slow
 //! resync (`resync`, default 60 s) is the safety net.
 //!
+//! # The shutdown hook before a deletion or migration
+//!
+//! (Details: [`shutdown`](crate::kubernetes::hooks::shutdown).) Unless the
+//! state is READY_FOR_ACTION already (or DELETING, MIGRATING: the step
+//! began):
+//!
+//! 1. state WAITING_FOR_CLEANING and `shutdown_grace_period = now + grace`
+//!    written, then `PUT http://<status.services["shutdown"]>/shutdown`
+//!    sent to the workload (fenced like the cluster writes); the reconcile
+//!    ends and asks to run again when the grace period ends;
+//! 2. the workload's acknowledgement (`PUT …/shutdown {token}` to the API:
+//!    READY_FOR_ACTION) wakes the application through the watch, and the
+//!    deletion or migration goes on;
+//! 3. a grace period over without it: asked again `failure_retry_count`
+//!    times, then the failure strategy: `delete` writes READY_FOR_ACTION
+//!    and goes on anyway, `give_up` leaves DEGRADED with a reason naming
+//!    the failed shutdown until `PUT …/retry` (WAITING_FOR_CLEANING) starts
+//!    again.
+//!
+//! A cluster error during a migration past the hook keeps the state
+//! (READY_FOR_ACTION, MIGRATING) and writes only the reason, so the retry
+//! does not ask the workload again.
+//!
 //! # Errors (unlike Krake's "FAILED at the first exception")
 //!
 //! - A cluster that cannot be reached, times out or answers 5xx/429: state
@@ -60,8 +87,9 @@
 //!
 //! # Fencing
 //!
-//! Every write to a cluster (apply, delete) first asks the Krake client's
-//! write guard ([`Client::may_write`](krake_client::Client::may_write)):
+//! Every write to a cluster (apply, delete, the shutdown hook's request)
+//! first asks the Krake client's write guard
+//! ([`Client::may_write`](krake_client::Client::may_write)):
 //! under leader election a replica that lost its lease (a paused process
 //! that woke up) changes nothing on the clusters either.
 
@@ -83,6 +111,7 @@ use crate::kubernetes::cluster_client::{
     ClusterClient, ClusterClients, KubeError, ResolvedKind, fingerprint,
 };
 use crate::kubernetes::health::{application_health, service_endpoint, workload_health};
+use crate::kubernetes::hooks::shutdown::{self, Purpose, ShutdownHook, Step};
 use crate::kubernetes::hooks::{self, HooksConfig};
 use crate::kubernetes::observation::{Observations, Observed};
 use crate::kubernetes::observer_schema::{self, ResourceId};
@@ -169,6 +198,8 @@ pub(crate) struct Context {
     pub own_writes: Mutex<HashMap<ObjectKey, OwnWrite>>,
     /// The hooks' settings: tokens, certificates, mangling.
     pub hooks: Arc<HooksConfig>,
+    /// The shutdown hook before deletions and migrations.
+    pub shutdown: ShutdownHook,
 }
 
 /// One application.
@@ -196,7 +227,10 @@ async fn reconcile_version(
     let key = ObjectKey::of(app.as_ref());
     if app.metadata.is_deleted() {
         if app.metadata.finalizers.last().map(String::as_str) == Some(FINALIZER) {
-            return cleanup(&app, &cx).await;
+            return match shutdown_first(&app, &cx, Purpose::Deletion).await? {
+                Gate::Proceed(app) => cleanup(&app, &cx).await,
+                Gate::Wait(action) => Ok(action),
+            };
         }
         if !app.metadata.finalizers.iter().any(|f| f == FINALIZER) {
             cx.observations.release(&key, None);
@@ -244,9 +278,95 @@ async fn reconcile_version(
             return Ok(Action::await_change());
         }
     };
-    match &app.status.running_on {
-        Some(old) if !same_cluster(old, &target) => migrate(&app, &cx, old.clone(), target).await,
+    match app.status.running_on.clone() {
+        Some(old) if !same_cluster(&old, &target) => {
+            match shutdown_first(&app, &cx, Purpose::Migration).await? {
+                Gate::Proceed(app) => migrate(&app, &cx, old, target).await,
+                Gate::Wait(action) => Ok(action),
+            }
+        }
         _ => run_on(&app, &cx, &target, None).await,
+    }
+}
+
+/// Whether a deletion or migration may go on after the shutdown hook.
+enum Gate {
+    /// Yes, with this (maybe just written) version of the application.
+    Proceed(Arc<Application>),
+    /// Not yet: the workload was asked, or is given time, or the hook gave
+    /// up.
+    Wait(Action),
+}
+
+/// The shutdown hook before a deletion or migration (see
+/// [`shutdown`](crate::kubernetes::hooks::shutdown)): one step of it, never
+/// waiting in the worker.
+async fn shutdown_first(
+    app: &Arc<Application>,
+    cx: &Context,
+    purpose: Purpose,
+) -> Result<Gate, ApplicationError> {
+    let key = ObjectKey::of(app.as_ref());
+    match cx.shutdown.next_step(&key, app, purpose) {
+        Step::Proceed => {
+            cx.shutdown.forget(&key);
+            Ok(Gate::Proceed(app.clone()))
+        }
+        Step::Ask {
+            attempt,
+            grace_period,
+            grace,
+        } => {
+            // The request is a write to the cluster's world: fenced. The
+            // state is written first, so that an acknowledgement that comes
+            // at once finds WAITING_FOR_CLEANING.
+            cx.client.may_write()?;
+            let mut updated = (**app).clone();
+            updated.status.state = ApplicationState::WaitingForCleaning;
+            updated.status.shutdown_grace_period = Some(grace_period);
+            let updated = apps(app, cx).status(&updated).await?;
+            cx.shutdown.record(&key, attempt);
+            cx.client.may_write()?;
+            tracing::info!(
+                application = %app.metadata.name,
+                purpose = ?purpose,
+                attempt,
+                grace = ?grace,
+                "shutdown hook: waiting for the application to shut down"
+            );
+            cx.shutdown.request(&updated, attempt, grace);
+            Ok(Gate::Wait(Action::requeue(grace)))
+        }
+        Step::Wait(rest) => Ok(Gate::Wait(Action::requeue(rest))),
+        Step::Force => {
+            tracing::warn!(
+                application = %app.metadata.name,
+                purpose = ?purpose,
+                "shutdown hook: no acknowledgement; going ahead (failure strategy delete)"
+            );
+            let mut updated = (**app).clone();
+            updated.status.state = ApplicationState::ReadyForAction;
+            updated.status.shutdown_grace_period = None;
+            let updated = apps(app, cx).status(&updated).await?;
+            cx.shutdown.forget(&key);
+            Ok(Gate::Proceed(Arc::new(updated)))
+        }
+        Step::GiveUp(reason) => {
+            tracing::warn!(
+                application = %app.metadata.name,
+                purpose = ?purpose,
+                reason = %reason.message,
+                "shutdown hook: no acknowledgement; giving up"
+            );
+            let mut status = app.status.clone();
+            status.state = ApplicationState::Degraded;
+            status.reason = Some(reason);
+            status.shutdown_grace_period = None;
+            write_status(app, cx, status).await?;
+            cx.shutdown.forget(&key);
+            Ok(Gate::Wait(Action::await_change()))
+        }
+        Step::GivenUp => Ok(Gate::Wait(Action::await_change())),
     }
 }
 
@@ -430,7 +550,11 @@ async fn degrade(
         ApplicationError::MissingCluster(_) => err.to_string(),
     };
     let mut status = app.status.clone();
-    status.state = ApplicationState::Degraded;
+    // A migration past the shutdown hook keeps its state (READY_FOR_ACTION,
+    // MIGRATING): DEGRADED would make the hook ask the workload again.
+    if !(shutdown::enabled(app) && shutdown::past(app, Purpose::Migration)) {
+        status.state = ApplicationState::Degraded;
+    }
     status.reason = Some(Reason::new(ReasonCode::ClusterNotReachable, message));
     write_status(app, cx, status).await
 }
@@ -677,6 +801,9 @@ async fn apply_on(
     let (container_health, state) = application_health(health);
     status.state = state.unwrap_or(ApplicationState::Running);
     status.reason = None;
+    // Out of the shutdown hook's flow (a migration done, or called off): the
+    // next migration asks again.
+    status.shutdown_grace_period = None;
     status.container_health = container_health;
     status.services = services;
     status.running_on = Some(target.clone());

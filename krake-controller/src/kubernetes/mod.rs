@@ -186,6 +186,7 @@ impl ApplicationController {
             resync: self.config.resync,
             own_writes: Mutex::new(HashMap::new()),
             hooks: Arc::new(self.config.hooks.clone()),
+            shutdown: hooks::shutdown::ShutdownHook::new(self.config.hooks.shutdown_settings),
         });
         let on_cluster = app_store.clone();
         let controller = applications
