@@ -31,6 +31,8 @@
 //!   clusters on clouds and Magnum clusters on projects by labels and live
 //!   metrics;
 //! - `gc` (feature `gc`): the garbage collector, Krake's cascading deletion;
+//! - `magnum` (feature `magnum`): Krake's deprecated Magnum controller,
+//!   Kubernetes clusters created through OpenStack Magnum;
 //! - `metrics_provider` (feature `metrics-providers`, implied by
 //!   `scheduler`): Prometheus, KSQL (Kafka), InfluxDB and static metrics
 //!   providers with a timeout and a short-lived cache.
@@ -76,6 +78,8 @@ pub mod gc;
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes;
 pub mod leader;
+#[cfg(feature = "magnum")]
+pub mod magnum;
 pub mod metrics;
 #[cfg(feature = "metrics-providers")]
 pub mod metrics_provider;
