@@ -15,7 +15,11 @@
 //!   client talks to over HTTP(S), with a simulated kubelet and fault
 //!   injection;
 //! - [`openstack`]: a fake Keystone v3 and Magnum v1 (tokens, clusters,
-//!   resizes, certificates) for the Magnum controller.
+//!   resizes, certificates) for the Magnum controller;
+//! - [`im`]: a fake Infrastructure Manager (IM) speaking IM's REST API
+//!   (infrastructures created from TOSCA that move through IM's states over
+//!   time, outputs with a kubeconfig, IM's auth data), with fault injection
+//!   and request records.
 //!
 //! # Example
 //!
@@ -28,6 +32,7 @@
 
 pub mod etcd;
 pub mod etcd_cluster;
+pub mod im;
 pub mod kube;
 pub mod openstack;
 pub mod process;
