@@ -293,6 +293,9 @@ pub struct ControllersSection {
     pub kubernetes_application: ControllerSettings,
     /// The Kubernetes cluster controller.
     pub kubernetes_cluster: ControllerSettings,
+    /// The Magnum controller (acts only on MagnumClusters bound to a
+    /// Project).
+    pub magnum: ControllerSettings,
     /// Active-passive replicas of krake-server (each controller elects its
     /// own leader through a Lease).
     pub leader_election: LeaderElectionSection,
@@ -347,6 +350,8 @@ pub struct ControllerSettings {
     /// cluster's Nodes, in some Krake versions of `kubernetes_cluster.yaml`.
     /// Accepted so those files load, and ignored: krake-rs watches the
     /// Nodes, so a change shows within the watch's latency, not a period.
+    /// Magnum controller (`magnum.yaml`): seconds between looks at a cluster
+    /// being created, resized or deleted (default 30).
     pub poll_interval: Option<f64>,
 }
 

@@ -1,6 +1,6 @@
 //! Krake's controllers as krake-server runs them: next to the API in the
 //! server's process (through a loopback listener), or alone against a
-//! remote API (`krake-server controller <gc|scheduler|kubernetes-application|kubernetes-cluster>`).
+//! remote API (`krake-server controller <gc|scheduler|kubernetes-application|kubernetes-cluster|magnum>`).
 //! Either way they talk to the API over HTTP through `krake-client`, never
 //! to the store.
 
@@ -18,6 +18,7 @@ use krake_controller::kubernetes::{
     ClusterControllerConfig,
 };
 use krake_controller::leader::{LeaderElector, LeaderError, LeaseConfig, unique_identity};
+use krake_controller::magnum::{MagnumController, MagnumControllerConfig};
 use krake_controller::metrics::Metrics;
 use krake_controller::metrics_provider::ProvidersConfig;
 use krake_controller::scheduler::{Scheduler, SchedulerConfig};
@@ -44,6 +45,9 @@ pub enum ControllerKind {
     KubernetesApplication,
     /// The Kubernetes cluster controller (the state of clusters).
     KubernetesCluster,
+    /// The Magnum controller (clusters made through OpenStack Magnum;
+    /// deprecated in Krake).
+    Magnum,
 }
 
 impl ControllerKind {
@@ -54,6 +58,7 @@ impl ControllerKind {
             ControllerKind::Scheduler => "scheduler",
             ControllerKind::KubernetesApplication => "kubernetes-application",
             ControllerKind::KubernetesCluster => "kubernetes-cluster",
+            ControllerKind::Magnum => "magnum",
         }
     }
 
@@ -64,6 +69,7 @@ impl ControllerKind {
             ControllerKind::Scheduler => "scheduler",
             ControllerKind::KubernetesApplication => "Kubernetes application controller",
             ControllerKind::KubernetesCluster => "Kubernetes cluster controller",
+            ControllerKind::Magnum => "Magnum controller",
         }
     }
 
@@ -74,6 +80,7 @@ impl ControllerKind {
             ControllerKind::Scheduler => "scheduler.yaml",
             ControllerKind::KubernetesApplication => "kubernetes_application.yaml",
             ControllerKind::KubernetesCluster => "kubernetes_cluster.yaml",
+            ControllerKind::Magnum => "magnum.yaml",
         }
     }
 }
@@ -89,6 +96,8 @@ pub enum ControllerSpec {
     KubernetesApplication(ApplicationControllerConfig),
     /// The Kubernetes cluster controller.
     KubernetesCluster(ClusterControllerConfig),
+    /// The Magnum controller.
+    Magnum(MagnumControllerConfig),
 }
 
 impl ControllerSpec {
@@ -99,6 +108,7 @@ impl ControllerSpec {
             ControllerSpec::Scheduler(_) => ControllerKind::Scheduler,
             ControllerSpec::KubernetesApplication(_) => ControllerKind::KubernetesApplication,
             ControllerSpec::KubernetesCluster(_) => ControllerKind::KubernetesCluster,
+            ControllerSpec::Magnum(_) => ControllerKind::Magnum,
         }
     }
 }
@@ -129,7 +139,7 @@ fn foreign_key(
     kind: ControllerKind,
     settings: &ControllerSettings,
 ) -> Option<(&'static str, &'static str)> {
-    use ControllerKind::{KubernetesApplication, KubernetesCluster, Scheduler};
+    use ControllerKind::{KubernetesApplication, KubernetesCluster, Magnum, Scheduler};
     let creation = &settings.automatic_cluster_creation;
     let providers = &settings.metrics_providers;
     let keys: [(&str, bool, &[ControllerKind], &str); 12] = [
@@ -202,8 +212,8 @@ fn foreign_key(
         (
             "poll_interval",
             settings.poll_interval.is_some(),
-            &[KubernetesCluster],
-            "the Kubernetes cluster controller",
+            &[KubernetesCluster, Magnum],
+            "the Kubernetes cluster controller and the Magnum controller",
         ),
     ];
     keys.iter()
@@ -449,6 +459,17 @@ pub fn spec_with_api(
                 timeouts: client_timeouts(settings, section)?,
             }))
         }
+        ControllerKind::Magnum => {
+            let mut config = MagnumControllerConfig {
+                workers,
+                ..MagnumControllerConfig::default()
+            };
+            if let Some(value) = settings.poll_interval {
+                config.poll_interval =
+                    positive_seconds(&format!("{section}: poll_interval"), value)?;
+            }
+            Ok(ControllerSpec::Magnum(config))
+        }
     }
 }
 
@@ -643,6 +664,20 @@ impl Controllers {
                         clusters = clusters.leader(leader);
                     }
                     tokio::spawn(clusters.run(work.clone()))
+                }
+                ControllerSpec::Magnum(config) => {
+                    tracing::info!(
+                        controller = name,
+                        workers = config.workers,
+                        poll_interval = ?config.poll_interval,
+                        "controller started"
+                    );
+                    let mut magnum = MagnumController::new(&own_reflectors, config)
+                        .metrics(self.metrics.clone());
+                    if let Some(leader) = leader {
+                        magnum = magnum.leader(leader);
+                    }
+                    tokio::spawn(magnum.run(work.clone()))
                 }
             };
             controllers.push((name, handle));
@@ -884,6 +919,37 @@ mod tests {
         assert_eq!(config.workers, 2);
         assert_eq!(config.timeouts.request, Duration::from_secs(3));
         assert_eq!(config.timeouts.connect, ClientTimeouts::default().connect);
+    }
+
+    #[test]
+    fn magnum_settings_follow_krakes_keys() {
+        let read = |yaml: &str| {
+            let settings: ControllerSettings = parse_yaml(yaml).unwrap();
+            spec(ControllerKind::Magnum, &settings, "magnum.yaml")
+        };
+        let Ok(ControllerSpec::Magnum(config)) = read("worker_count: 2\npoll_interval: 0.5\n")
+        else {
+            panic!("not the Magnum controller");
+        };
+        assert_eq!(config.workers, 2);
+        assert_eq!(config.poll_interval, Duration::from_millis(500));
+        let Ok(ControllerSpec::Magnum(config)) = read("debounce: 1.0\n") else {
+            panic!("not the Magnum controller");
+        };
+        assert_eq!(config.poll_interval, Duration::from_secs(30));
+        let message = |yaml: &str| match read(yaml) {
+            Err(err) => err.to_string(),
+            Ok(_) => panic!("{yaml} accepted"),
+        };
+        assert!(
+            message("poll_interval: 0\n")
+                .ends_with("magnum.yaml: poll_interval: 0 (a number of seconds, more than 0)")
+        );
+        assert!(
+            message("hooks: {}\n").contains("hooks is a setting of the Kubernetes application controller, not of the Magnum controller")
+        );
+        assert_eq!(ControllerKind::Magnum.file_name(), "magnum.yaml");
+        assert_eq!(ControllerKind::Magnum.name(), "magnum");
     }
 
     #[test]

@@ -10,17 +10,17 @@
 //! end, requests in flight finish.
 //!
 //! It also runs Krake's garbage collector, scheduler, Kubernetes
-//! application controller and Kubernetes cluster controller in its process
-//! (`controllers` in the file; `--no-gc`, `--no-scheduler`,
-//! `--no-kubernetes-application`, `--no-kubernetes-cluster` switch one
-//! off). They reach the API over HTTP like any client: through a second
+//! application controller, Kubernetes cluster controller and Magnum
+//! controller in its process (`controllers` in the file; `--no-gc`,
+//! `--no-scheduler`, `--no-kubernetes-application`,
+//! `--no-kubernetes-cluster`, `--no-magnum` switch one off). They reach the API over HTTP like any client: through a second
 //! listener on `127.0.0.1`, plain HTTP, where they authenticate with a
 //! random token made at start (the in-process user `system:krake-server`),
 //! whatever TLS, authentication and authorization the public listener has.
-//! `krake-server controller <gc|scheduler|kubernetes-application|kubernetes-cluster>`
+//! `krake-server controller <gc|scheduler|kubernetes-application|kubernetes-cluster|magnum>`
 //! runs one controller alone against a remote API, with Krake's
-//! `garbage_collector.yaml`, `scheduler.yaml`, `kubernetes_application.yaml`
-//! or `kubernetes_cluster.yaml`.
+//! `garbage_collector.yaml`, `scheduler.yaml`, `kubernetes_application.yaml`,
+//! `kubernetes_cluster.yaml` or `magnum.yaml`.
 
 mod config;
 mod controllers;
@@ -130,6 +130,9 @@ struct Cli {
     /// Do not run the Kubernetes cluster controller in the server's process.
     #[arg(long)]
     no_kubernetes_cluster: bool,
+    /// Do not run the Magnum controller in the server's process.
+    #[arg(long)]
+    no_magnum: bool,
     /// Run the garbage collector in the server's process [default: true].
     #[arg(long, env = "KRAKE_GC_ENABLED")]
     gc_enabled: Option<bool>,
@@ -144,6 +147,10 @@ struct Cli {
     /// [default: true].
     #[arg(long, env = "KRAKE_KUBERNETES_CLUSTER_ENABLED")]
     kubernetes_cluster_enabled: Option<bool>,
+    /// Run the Magnum controller in the server's process (it acts only on
+    /// MagnumClusters bound to a Project) [default: true].
+    #[arg(long, env = "KRAKE_MAGNUM_ENABLED")]
+    magnum_enabled: Option<bool>,
     /// In-process controllers work only while this server holds their
     /// Lease (`system/krake-gc`, `system/krake-scheduler`,
     /// `system/krake-kubernetes-application`,
@@ -179,8 +186,9 @@ enum Command {
     /// Run one of Krake's controllers alone, against the API at --api
     /// (split deployments). Settings from a YAML file with Krake's keys
     /// (-c, else ./garbage_collector.yaml, ./scheduler.yaml,
-    /// ./kubernetes_application.yaml or ./kubernetes_cluster.yaml, else
-    /// the same file in /etc/krake), overridden by flags.
+    /// ./kubernetes_application.yaml, ./kubernetes_cluster.yaml or
+    /// ./magnum.yaml, else the same file in /etc/krake), overridden by
+    /// flags.
     Controller(Box<ControllerArgs>),
 }
 
@@ -258,6 +266,10 @@ struct ControllerArgs {
     /// its answer (request_timeout) [default: 20].
     #[arg(long)]
     request_timeout: Option<f64>,
+    /// Magnum controller: seconds between looks at a cluster being
+    /// created, resized or deleted (poll_interval) [default: 30].
+    #[arg(long)]
+    poll_interval: Option<f64>,
     /// Work only while holding the Lease, so replicas run active-passive.
     #[arg(long)]
     leader_elect: bool,
@@ -798,6 +810,12 @@ fn settings(cli: Cli) -> Result<Settings, ConfigError> {
             cli.kubernetes_cluster_enabled,
             cli.no_kubernetes_cluster,
         ),
+        (
+            ControllerKind::Magnum,
+            &sections.magnum,
+            cli.magnum_enabled,
+            cli.no_magnum,
+        ),
     ] {
         let name = format!("controllers.{}", kind.name().replace('-', "_"));
         if !off && enabled.or(section.enabled).unwrap_or(true) {
@@ -813,7 +831,7 @@ fn settings(cli: Cli) -> Result<Settings, ConfigError> {
     )?;
     if sections.leader_election.name.is_some() {
         return Err(ConfigError::Unsupported(
-            "controllers.leader_election.name: each in-process controller has its own lease (krake-gc, krake-scheduler, krake-kubernetes-application, krake-kubernetes-cluster)".into(),
+            "controllers.leader_election.name: each in-process controller has its own lease (krake-gc, krake-scheduler, krake-kubernetes-application, krake-kubernetes-cluster, krake-magnum)".into(),
         ));
     }
     if let Some(election) = &election {
@@ -908,6 +926,7 @@ fn controller_settings(
     settings.list_timeout = args.list_timeout.or(settings.list_timeout);
     settings.connect_timeout = args.connect_timeout.or(settings.connect_timeout);
     settings.request_timeout = args.request_timeout.or(settings.request_timeout);
+    settings.poll_interval = args.poll_interval.or(settings.poll_interval);
     args.hooks.apply(&mut settings.hooks);
     if settings.enabled.is_some() {
         return Err(ConfigError::Unsupported(format!(
@@ -1781,14 +1800,20 @@ mod tests {
         std::fs::write(&file, "controllers: {scheduler: {worker_count: 2}}\n").unwrap();
         let path = file.to_str().unwrap();
         let kinds = |s: &Settings| s.controllers.iter().map(|c| c.kind()).collect::<Vec<_>>();
-        use ControllerKind::{Gc, KubernetesApplication, KubernetesCluster, Scheduler};
+        use ControllerKind::{Gc, KubernetesApplication, KubernetesCluster, Magnum, Scheduler};
         let s = parse(&["--config", path]).unwrap();
         assert_eq!(
             kinds(&s),
-            [Gc, Scheduler, KubernetesApplication, KubernetesCluster]
+            [
+                Gc,
+                Scheduler,
+                KubernetesApplication,
+                KubernetesCluster,
+                Magnum
+            ]
         );
         assert!(s.election.is_none());
-        let s = parse(&["--config", path, "--no-gc"]).unwrap();
+        let s = parse(&["--config", path, "--no-gc", "--no-magnum"]).unwrap();
         assert_eq!(
             kinds(&s),
             [Scheduler, KubernetesApplication, KubernetesCluster]
@@ -1799,6 +1824,8 @@ mod tests {
             "--scheduler-enabled",
             "false",
             "--kubernetes-cluster-enabled",
+            "false",
+            "--magnum-enabled",
             "false",
             "--leader-elect",
         ])
@@ -1811,9 +1838,14 @@ mod tests {
             "krake-kubernetes-application"
         );
         let s = parse(&["--config", path, "--no-kubernetes-application"]).unwrap();
-        assert_eq!(kinds(&s), [Gc, Scheduler, KubernetesCluster]);
-        let s = parse(&["--config", path, "--no-kubernetes-cluster"]).unwrap();
+        assert_eq!(kinds(&s), [Gc, Scheduler, KubernetesCluster, Magnum]);
+        let s = parse(&["--config", path, "--no-kubernetes-cluster", "--no-magnum"]).unwrap();
         assert_eq!(kinds(&s), [Gc, Scheduler, KubernetesApplication]);
+        std::fs::write(&file, "controllers: {magnum: {enabled: false}}\n").unwrap();
+        let s = parse(&["--config", path]).unwrap();
+        assert!(!kinds(&s).contains(&Magnum));
+        let s = parse(&["--config", path, "--magnum-enabled", "true"]).unwrap();
+        assert_eq!(kinds(&s).last(), Some(&Magnum));
         let s = parse(&[
             "--config",
             path,
@@ -1821,6 +1853,7 @@ mod tests {
             "--no-scheduler",
             "--no-kubernetes-application",
             "--no-kubernetes-cluster",
+            "--no-magnum",
         ])
         .unwrap();
         assert!(s.controllers.is_empty());
@@ -1837,7 +1870,7 @@ mod tests {
         )
         .unwrap();
         let path = file.to_str().unwrap();
-        let s = parse(&["--config", path, "--no-gc", "--no-scheduler"]).unwrap();
+        let s = parse(&["--config", path, "--no-gc", "--no-scheduler", "--no-magnum"]).unwrap();
         let [ControllerSpec::KubernetesApplication(config)] = s.controllers.as_slice() else {
             panic!("not only the application controller: {:?}", s.controllers);
         };
@@ -1849,6 +1882,7 @@ mod tests {
             "--kubernetes-cluster-enabled",
             "true",
             "--no-kubernetes-application",
+            "--no-magnum",
         ])
         .unwrap();
         assert_eq!(
@@ -1965,6 +1999,7 @@ mod tests {
             ("scheduler", "scheduler.yaml"),
             ("kubernetes-application", "kubernetes_application.yaml"),
             ("kubernetes-cluster", "kubernetes_cluster.yaml"),
+            ("magnum", "magnum.yaml"),
         ] {
             let path = format!("{}/../config/{file}", env!("CARGO_MANIFEST_DIR"));
             let mut argv = vec!["krake-server", "controller", kind, "-c", &path];
