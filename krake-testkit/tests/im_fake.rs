@@ -801,3 +801,97 @@ async fn states_follow_paused_time() {
     assert_eq!(infra.outputs["kubeconfig"], "apiVersion: v1\n");
     tokio::time::resume();
 }
+
+#[tokio::test]
+async fn vm_list_and_synchronous_create_refused_by_the_cloud() {
+    let fake = ImFake::start(ImConfig {
+        openstack: Some(OpenStackCredentials {
+            host: "https://keystone.example:5000".into(),
+            username: "u".into(),
+            password: "p".into(),
+            tenant: "t".into(),
+            domain: "Default".into(),
+        }),
+        durations: Durations {
+            pending: Duration::from_millis(50),
+            configuring: Duration::from_millis(50),
+            deleting: Duration::from_millis(50),
+        },
+        ..ImConfig::default()
+    })
+    .await
+    .unwrap();
+    // `domain` absent: IM's default, `Default`, matches.
+    let header = fake.authorization().replace("; domain = Default", "");
+    assert!(!header.contains("domain"));
+    let id = create(&fake, &header, &tosca(2)).await.headers()["InfID"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let vms: Value = http()
+        .get(format!("{}/infrastructures/{id}", fake.url()))
+        .header("Authorization", fake.authorization())
+        .header("Accept", "application/json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let uris: Vec<&str> = vms["uri-list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["uri"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        uris,
+        (0..3)
+            .map(|vm| format!("{}/infrastructures/{id}/vms/{vm}", fake.url()))
+            .collect::<Vec<_>>()
+    );
+    wait_state(&fake, &id, states::CONFIGURED).await;
+
+    // A bad context flag on update.
+    let response = http()
+        .post(format!(
+            "{}/infrastructures/{id}?context=perhaps",
+            fake.url()
+        ))
+        .header("Authorization", fake.authorization())
+        .header("Content-Type", "text/yaml")
+        .body(tosca(1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        response.text().await.unwrap(),
+        "Incorrect value in context parameter"
+    );
+
+    // Without the OpenStack line, a synchronous create fails once the VMs
+    // fail to launch.
+    let im_only = fake
+        .authorization()
+        .split(LINE_SEPARATOR)
+        .next()
+        .unwrap()
+        .to_string();
+    let response = http()
+        .post(format!("{}/infrastructures", fake.url()))
+        .header("Authorization", im_only)
+        .header("Content-Type", "text/yaml")
+        .body(tosca(1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .starts_with("Error Creating Inf.: Error launching the VMs")
+    );
+}
