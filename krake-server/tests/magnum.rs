@@ -152,3 +152,62 @@ async fn no_magnum_leaves_magnum_clusters_alone() {
     let pending = krake.api::<MagnumCluster>().get("mc").await.unwrap();
     assert_eq!(pending.status.state, MagnumClusterState::Pending);
 }
+
+/// Kills the child on drop.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn krake_server_controller_magnum_runs_alone() {
+    let kube = FakeCluster::start().await.unwrap();
+    let openstack = FakeOpenStack::start().await.unwrap();
+    openstack.serve_kube(&kube);
+    openstack.set_operation_time(Duration::from_millis(200));
+    let krake = Krake::start_with(CONFIG, &["--no-magnum"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("magnum.yaml");
+    std::fs::write(&file, "worker_count: 2\npoll_interval: 30\n").unwrap();
+    let api = krake.client.base_url().to_string();
+    let _controller = Child(
+        std::process::Command::new(env!("CARGO_BIN_EXE_krake-server"))
+            .args(["controller", "magnum", "-c", file.to_str().unwrap()])
+            .args(["--api", api.trim_end_matches('/'), "--poll-interval", "0.2"])
+            .env("KRAKE_LOG_LEVEL", "warning")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let _: krake_data::kinds::openstack::Project = krake
+        .create(json!({
+            "metadata": {"name": "os", "namespace": NS},
+            "spec": {"url": openstack.auth_url(),
+                     "auth": FakeOpenStack::application_credential_auth(),
+                     "template": FakeOpenStack::KUBERNETES_TEMPLATE},
+        }))
+        .await;
+    let _: MagnumCluster = krake
+        .create(json!({"metadata": {"name": "alone", "namespace": NS}, "spec": {"node_count": 2}}))
+        .await;
+    // --poll-interval 0.2 overrides the file's 30 s: RUNNING within the
+    // harness's 20 s.
+    let running = magnum_cluster(&krake, "alone", |c| {
+        c.status.state == MagnumClusterState::Running
+    })
+    .await;
+    assert_eq!(running.status.node_count, Some(2));
+    let name = running.status.cluster.unwrap().name;
+    krake
+        .eventually(
+            "the krake cluster online",
+            || async { krake.api::<Cluster>().get(&name).await.ok() },
+            |c: &Cluster| c.status.state == ClusterState::Online,
+        )
+        .await;
+}

@@ -680,15 +680,14 @@ fn create_cluster(inner: &mut Inner, body: &Value) -> Response {
         return magnum_error(400, "Invalid input for field/attribute name.");
     };
     let count = |key: &str| match &body[key] {
-        Value::Null => Ok(1),
-        value => value
-            .as_i64()
-            .filter(|n| *n >= 1)
-            .ok_or_else(|| magnum_error(400, &format!("Invalid input for field/attribute {key}."))),
+        Value::Null => Some(1),
+        value => value.as_i64().filter(|n| *n >= 1),
     };
-    let (node_count, master_count) = match (count("node_count"), count("master_count")) {
-        (Ok(nodes), Ok(masters)) => (nodes, masters),
-        (Err(response), _) | (_, Err(response)) => return response,
+    let Some(node_count) = count("node_count") else {
+        return magnum_error(400, "Invalid input for field/attribute node_count.");
+    };
+    let Some(master_count) = count("master_count") else {
+        return magnum_error(400, "Invalid input for field/attribute master_count.");
     };
     let uuid = uuid::Uuid::new_v4().to_string();
     let outcome = match &inner.fail_creations {
