@@ -31,6 +31,9 @@
 //!   clusters on clouds and Magnum clusters on projects by labels and live
 //!   metrics;
 //! - `gc` (feature `gc`): the garbage collector, Krake's cascading deletion;
+//! - `infrastructure` (feature `infrastructure`): clusters created on
+//!   clouds through the Infrastructure Manager (IM), behind a provider
+//!   trait;
 //! - `magnum` (feature `magnum`): Krake's deprecated Magnum controller,
 //!   Kubernetes clusters created through OpenStack Magnum;
 //! - `metrics_provider` (feature `metrics-providers`, implied by
@@ -75,6 +78,8 @@ pub mod controller;
 pub mod finalizer;
 #[cfg(feature = "gc")]
 pub mod gc;
+#[cfg(feature = "infrastructure")]
+pub mod infrastructure;
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes;
 pub mod leader;

@@ -22,8 +22,8 @@
 //! `kube_controller_triggered` set as Krake does.
 //!
 //! Clusters without a kubeconfig, deleted, FAILED, or being created or
-//! reconciled by the infrastructure controller (CREATING, RECONCILING) are
-//! not observed.
+//! reconciled by the infrastructure controller (CREATING, RECONCILING, and
+//! FAILING_RECONCILIATION or DEGRADED once created) are not observed.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -99,8 +99,17 @@ pub enum ClusterError {
 
 /// Whether the cluster controller observes `cluster`.
 fn observed(cluster: &Cluster) -> bool {
+    // A created cluster (`cluster_id`) that is FAILING_RECONCILIATION or
+    // DEGRADED is the infrastructure controller's until it is CONNECTING
+    // again: an observation would hide what it still has to do.
+    let infrastructure_busy = cluster.status.cluster_id.is_some()
+        && matches!(
+            cluster.status.state,
+            ClusterState::FailingReconciliation | ClusterState::Degraded
+        );
     !cluster.metadata.is_deleted()
         && !cluster.spec.kubeconfig.is_empty()
+        && !infrastructure_busy
         && !matches!(
             cluster.status.state,
             ClusterState::Failed | ClusterState::Creating | ClusterState::Reconciling
