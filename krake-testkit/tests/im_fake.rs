@@ -147,7 +147,13 @@ async fn outputs(fake: &ImFake, id: &str) -> Value {
 async fn lifecycle_create_states_outputs_update_reconfigure_delete() {
     let cluster = FakeCluster::start().await.unwrap();
     let kubeconfig = serde_saphyr::to_string(&cluster.kubeconfig()).unwrap();
-    let fake = start(fast()).await;
+    // Phases long enough that a loaded machine still sees each state.
+    let fake = start(Durations {
+        pending: Duration::from_secs(1),
+        configuring: Duration::from_secs(1),
+        deleting: Duration::from_secs(1),
+    })
+    .await;
     fake.set_kubeconfig(&kubeconfig);
 
     // Create, asynchronously: the URI at once, the id in `InfID`.
@@ -287,7 +293,11 @@ async fn lifecycle_create_states_outputs_update_reconfigure_delete() {
 
 #[tokio::test]
 async fn synchronous_create_and_delete_wait() {
-    let fake = start(fast()).await;
+    let fake = start(Durations {
+        configuring: Duration::from_secs(5),
+        ..fast()
+    })
+    .await;
     let started = std::time::Instant::now();
     let response = http()
         .post(format!("{}/infrastructures", fake.url()))
@@ -668,14 +678,14 @@ async fn injected_failures_refusals_and_slowness() {
     assert_eq!(fake.infrastructure(&id).unwrap().templates, 1);
     fake.faults().refuse_templates(None);
 
-    fake.faults().slow(Some(Duration::from_millis(250)));
+    fake.faults().slow(Some(Duration::from_secs(1)));
     let started = std::time::Instant::now();
     get(&fake, "/infrastructures").await;
-    assert!(started.elapsed() >= Duration::from_millis(250));
+    assert!(started.elapsed() >= Duration::from_secs(1));
     fake.faults().clear();
     let started = std::time::Instant::now();
     get(&fake, "/infrastructures").await;
-    assert!(started.elapsed() < Duration::from_millis(250));
+    assert!(started.elapsed() < Duration::from_secs(1));
 }
 
 #[tokio::test]
