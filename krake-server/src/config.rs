@@ -296,6 +296,9 @@ pub struct ControllersSection {
     /// The Magnum controller (acts only on MagnumClusters bound to a
     /// Project).
     pub magnum: ControllerSettings,
+    /// The infrastructure controller (acts only on Clusters bound to a
+    /// Cloud with a TOSCA template).
+    pub infrastructure: ControllerSettings,
     /// Active-passive replicas of krake-server (each controller elects its
     /// own leader through a Lease).
     pub leader_election: LeaderElectionSection,
@@ -352,6 +355,9 @@ pub struct ControllerSettings {
     /// Nodes, so a change shows within the watch's latency, not a period.
     /// Magnum controller (`magnum.yaml`): seconds between looks at a cluster
     /// being created, resized or deleted (default 30).
+    /// Infrastructure controller (`infrastructure.yaml`): seconds between
+    /// looks at an infrastructure being created, updated or deleted
+    /// (default 30).
     pub poll_interval: Option<f64>,
 }
 

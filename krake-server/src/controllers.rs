@@ -1,6 +1,6 @@
 //! Krake's controllers as krake-server runs them: next to the API in the
 //! server's process (through a loopback listener), or alone against a
-//! remote API (`krake-server controller <gc|scheduler|kubernetes-application|kubernetes-cluster|magnum>`).
+//! remote API (`krake-server controller <gc|scheduler|kubernetes-application|kubernetes-cluster|magnum|infrastructure>`).
 //! Either way they talk to the API over HTTP through `krake-client`, never
 //! to the store.
 
@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use krake_client::Client;
 use krake_controller::gc::{GarbageCollector, GcConfig};
+use krake_controller::infrastructure::{InfrastructureController, InfrastructureControllerConfig};
 use krake_controller::kubernetes::hooks::certs::HookCa;
 use krake_controller::kubernetes::hooks::shutdown::FailureStrategy;
 use krake_controller::kubernetes::hooks::{Hook, HookConfig, HooksConfig};
@@ -48,6 +49,9 @@ pub enum ControllerKind {
     /// The Magnum controller (clusters made through OpenStack Magnum;
     /// deprecated in Krake).
     Magnum,
+    /// The infrastructure controller (clusters created on clouds through
+    /// the Infrastructure Manager).
+    Infrastructure,
 }
 
 impl ControllerKind {
@@ -59,6 +63,7 @@ impl ControllerKind {
             ControllerKind::KubernetesApplication => "kubernetes-application",
             ControllerKind::KubernetesCluster => "kubernetes-cluster",
             ControllerKind::Magnum => "magnum",
+            ControllerKind::Infrastructure => "infrastructure",
         }
     }
 
@@ -70,6 +75,7 @@ impl ControllerKind {
             ControllerKind::KubernetesApplication => "Kubernetes application controller",
             ControllerKind::KubernetesCluster => "Kubernetes cluster controller",
             ControllerKind::Magnum => "Magnum controller",
+            ControllerKind::Infrastructure => "infrastructure controller",
         }
     }
 
@@ -81,6 +87,7 @@ impl ControllerKind {
             ControllerKind::KubernetesApplication => "kubernetes_application.yaml",
             ControllerKind::KubernetesCluster => "kubernetes_cluster.yaml",
             ControllerKind::Magnum => "magnum.yaml",
+            ControllerKind::Infrastructure => "infrastructure.yaml",
         }
     }
 }
@@ -98,6 +105,8 @@ pub enum ControllerSpec {
     KubernetesCluster(ClusterControllerConfig),
     /// The Magnum controller.
     Magnum(MagnumControllerConfig),
+    /// The infrastructure controller.
+    Infrastructure(InfrastructureControllerConfig),
 }
 
 impl ControllerSpec {
@@ -109,6 +118,7 @@ impl ControllerSpec {
             ControllerSpec::KubernetesApplication(_) => ControllerKind::KubernetesApplication,
             ControllerSpec::KubernetesCluster(_) => ControllerKind::KubernetesCluster,
             ControllerSpec::Magnum(_) => ControllerKind::Magnum,
+            ControllerSpec::Infrastructure(_) => ControllerKind::Infrastructure,
         }
     }
 }
@@ -139,7 +149,9 @@ fn foreign_key(
     kind: ControllerKind,
     settings: &ControllerSettings,
 ) -> Option<(&'static str, &'static str)> {
-    use ControllerKind::{KubernetesApplication, KubernetesCluster, Magnum, Scheduler};
+    use ControllerKind::{
+        Infrastructure, KubernetesApplication, KubernetesCluster, Magnum, Scheduler,
+    };
     let creation = &settings.automatic_cluster_creation;
     let providers = &settings.metrics_providers;
     let keys: [(&str, bool, &[ControllerKind], &str); 12] = [
@@ -212,8 +224,8 @@ fn foreign_key(
         (
             "poll_interval",
             settings.poll_interval.is_some(),
-            &[KubernetesCluster, Magnum],
-            "the Kubernetes cluster controller and the Magnum controller",
+            &[KubernetesCluster, Magnum, Infrastructure],
+            "the Kubernetes cluster controller, the Magnum controller and the infrastructure controller",
         ),
     ];
     keys.iter()
@@ -470,6 +482,17 @@ pub fn spec_with_api(
             }
             Ok(ControllerSpec::Magnum(config))
         }
+        ControllerKind::Infrastructure => {
+            let mut config = InfrastructureControllerConfig {
+                workers,
+                ..InfrastructureControllerConfig::default()
+            };
+            if let Some(value) = settings.poll_interval {
+                config.poll_interval =
+                    positive_seconds(&format!("{section}: poll_interval"), value)?;
+            }
+            Ok(ControllerSpec::Infrastructure(config))
+        }
     }
 }
 
@@ -678,6 +701,20 @@ impl Controllers {
                         magnum = magnum.leader(leader);
                     }
                     tokio::spawn(magnum.run(work.clone()))
+                }
+                ControllerSpec::Infrastructure(config) => {
+                    tracing::info!(
+                        controller = name,
+                        workers = config.workers,
+                        poll_interval = ?config.poll_interval,
+                        "controller started"
+                    );
+                    let mut infrastructure = InfrastructureController::new(&own_reflectors, config)
+                        .metrics(self.metrics.clone());
+                    if let Some(leader) = leader {
+                        infrastructure = infrastructure.leader(leader);
+                    }
+                    tokio::spawn(infrastructure.run(work.clone()))
                 }
             };
             controllers.push((name, handle));
@@ -919,6 +956,46 @@ mod tests {
         assert_eq!(config.workers, 2);
         assert_eq!(config.timeouts.request, Duration::from_secs(3));
         assert_eq!(config.timeouts.connect, ClientTimeouts::default().connect);
+    }
+
+    #[test]
+    fn infrastructure_settings_follow_krakes_keys() {
+        let read = |yaml: &str| {
+            let settings: ControllerSettings = parse_yaml(yaml).unwrap();
+            spec(
+                ControllerKind::Infrastructure,
+                &settings,
+                "infrastructure.yaml",
+            )
+        };
+        let Ok(ControllerSpec::Infrastructure(config)) =
+            read("worker_count: 3\ndebounce: 1.0\npoll_interval: 2.5\n")
+        else {
+            panic!("not the infrastructure controller");
+        };
+        assert_eq!(config.workers, 3);
+        assert_eq!(config.poll_interval, Duration::from_millis(2500));
+        let Ok(ControllerSpec::Infrastructure(config)) = read("worker_count: 1\n") else {
+            panic!("not the infrastructure controller");
+        };
+        assert_eq!(config.poll_interval, Duration::from_secs(30));
+        let message = |yaml: &str| match read(yaml) {
+            Err(err) => err.to_string(),
+            Ok(_) => panic!("{yaml} accepted"),
+        };
+        assert!(
+            message("poll_interval: 0\n").ends_with(
+                "infrastructure.yaml: poll_interval: 0 (a number of seconds, more than 0)"
+            )
+        );
+        assert!(message("stickiness: 0.5\n").contains(
+            "stickiness is a setting of the scheduler, not of the infrastructure controller"
+        ));
+        assert_eq!(
+            ControllerKind::Infrastructure.file_name(),
+            "infrastructure.yaml"
+        );
+        assert_eq!(ControllerKind::Infrastructure.name(), "infrastructure");
     }
 
     #[test]

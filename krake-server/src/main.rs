@@ -10,17 +10,18 @@
 //! end, requests in flight finish.
 //!
 //! It also runs Krake's garbage collector, scheduler, Kubernetes
-//! application controller, Kubernetes cluster controller and Magnum
-//! controller in its process (`controllers` in the file; `--no-gc`,
-//! `--no-scheduler`, `--no-kubernetes-application`,
-//! `--no-kubernetes-cluster`, `--no-magnum` switch one off). They reach the API over HTTP like any client: through a second
+//! application controller, Kubernetes cluster controller, Magnum
+//! controller and infrastructure controller in its process (`controllers`
+//! in the file; `--no-gc`, `--no-scheduler`, `--no-kubernetes-application`,
+//! `--no-kubernetes-cluster`, `--no-magnum`, `--no-infrastructure` switch
+//! one off). They reach the API over HTTP like any client: through a second
 //! listener on `127.0.0.1`, plain HTTP, where they authenticate with a
 //! random token made at start (the in-process user `system:krake-server`),
 //! whatever TLS, authentication and authorization the public listener has.
-//! `krake-server controller <gc|scheduler|kubernetes-application|kubernetes-cluster|magnum>`
+//! `krake-server controller <gc|scheduler|kubernetes-application|kubernetes-cluster|magnum|infrastructure>`
 //! runs one controller alone against a remote API, with Krake's
 //! `garbage_collector.yaml`, `scheduler.yaml`, `kubernetes_application.yaml`,
-//! `kubernetes_cluster.yaml` or `magnum.yaml`.
+//! `kubernetes_cluster.yaml`, `magnum.yaml` or `infrastructure.yaml`.
 
 mod config;
 mod controllers;
@@ -133,6 +134,9 @@ struct Cli {
     /// Do not run the Magnum controller in the server's process.
     #[arg(long)]
     no_magnum: bool,
+    /// Do not run the infrastructure controller in the server's process.
+    #[arg(long)]
+    no_infrastructure: bool,
     /// Run the garbage collector in the server's process [default: true].
     #[arg(long, env = "KRAKE_GC_ENABLED")]
     gc_enabled: Option<bool>,
@@ -151,6 +155,11 @@ struct Cli {
     /// MagnumClusters bound to a Project) [default: true].
     #[arg(long, env = "KRAKE_MAGNUM_ENABLED")]
     magnum_enabled: Option<bool>,
+    /// Run the infrastructure controller in the server's process (it acts
+    /// only on Clusters bound to a Cloud with a TOSCA template) [default:
+    /// true].
+    #[arg(long, env = "KRAKE_INFRASTRUCTURE_ENABLED")]
+    infrastructure_enabled: Option<bool>,
     /// In-process controllers work only while this server holds their
     /// Lease (`system/krake-gc`, `system/krake-scheduler`,
     /// `system/krake-kubernetes-application`,
@@ -187,8 +196,8 @@ enum Command {
     /// (split deployments). Settings from a YAML file with Krake's keys
     /// (-c, else ./garbage_collector.yaml, ./scheduler.yaml,
     /// ./kubernetes_application.yaml, ./kubernetes_cluster.yaml or
-    /// ./magnum.yaml, else the same file in /etc/krake), overridden by
-    /// flags.
+    /// ./magnum.yaml or ./infrastructure.yaml, else the same file in
+    /// /etc/krake), overridden by flags.
     Controller(Box<ControllerArgs>),
 }
 
@@ -816,6 +825,12 @@ fn settings(cli: Cli) -> Result<Settings, ConfigError> {
             cli.magnum_enabled,
             cli.no_magnum,
         ),
+        (
+            ControllerKind::Infrastructure,
+            &sections.infrastructure,
+            cli.infrastructure_enabled,
+            cli.no_infrastructure,
+        ),
     ] {
         let name = format!("controllers.{}", kind.name().replace('-', "_"));
         if !off && enabled.or(section.enabled).unwrap_or(true) {
@@ -831,7 +846,7 @@ fn settings(cli: Cli) -> Result<Settings, ConfigError> {
     )?;
     if sections.leader_election.name.is_some() {
         return Err(ConfigError::Unsupported(
-            "controllers.leader_election.name: each in-process controller has its own lease (krake-gc, krake-scheduler, krake-kubernetes-application, krake-kubernetes-cluster, krake-magnum)".into(),
+            "controllers.leader_election.name: each in-process controller has its own lease (krake-gc, krake-scheduler, krake-kubernetes-application, krake-kubernetes-cluster, krake-magnum, krake-infrastructure)".into(),
         ));
     }
     if let Some(election) = &election {
@@ -1800,7 +1815,9 @@ mod tests {
         std::fs::write(&file, "controllers: {scheduler: {worker_count: 2}}\n").unwrap();
         let path = file.to_str().unwrap();
         let kinds = |s: &Settings| s.controllers.iter().map(|c| c.kind()).collect::<Vec<_>>();
-        use ControllerKind::{Gc, KubernetesApplication, KubernetesCluster, Magnum, Scheduler};
+        use ControllerKind::{
+            Gc, Infrastructure, KubernetesApplication, KubernetesCluster, Magnum, Scheduler,
+        };
         let s = parse(&["--config", path]).unwrap();
         assert_eq!(
             kinds(&s),
@@ -1809,11 +1826,19 @@ mod tests {
                 Scheduler,
                 KubernetesApplication,
                 KubernetesCluster,
-                Magnum
+                Magnum,
+                Infrastructure
             ]
         );
         assert!(s.election.is_none());
-        let s = parse(&["--config", path, "--no-gc", "--no-magnum"]).unwrap();
+        let s = parse(&[
+            "--config",
+            path,
+            "--no-gc",
+            "--no-magnum",
+            "--no-infrastructure",
+        ])
+        .unwrap();
         assert_eq!(
             kinds(&s),
             [Scheduler, KubernetesApplication, KubernetesCluster]
@@ -1827,6 +1852,8 @@ mod tests {
             "false",
             "--magnum-enabled",
             "false",
+            "--infrastructure-enabled",
+            "false",
             "--leader-elect",
         ])
         .unwrap();
@@ -1838,13 +1865,30 @@ mod tests {
             "krake-kubernetes-application"
         );
         let s = parse(&["--config", path, "--no-kubernetes-application"]).unwrap();
-        assert_eq!(kinds(&s), [Gc, Scheduler, KubernetesCluster, Magnum]);
-        let s = parse(&["--config", path, "--no-kubernetes-cluster", "--no-magnum"]).unwrap();
+        assert_eq!(
+            kinds(&s),
+            [Gc, Scheduler, KubernetesCluster, Magnum, Infrastructure]
+        );
+        let s = parse(&[
+            "--config",
+            path,
+            "--no-kubernetes-cluster",
+            "--no-magnum",
+            "--no-infrastructure",
+        ])
+        .unwrap();
         assert_eq!(kinds(&s), [Gc, Scheduler, KubernetesApplication]);
         std::fs::write(&file, "controllers: {magnum: {enabled: false}}\n").unwrap();
         let s = parse(&["--config", path]).unwrap();
         assert!(!kinds(&s).contains(&Magnum));
         let s = parse(&["--config", path, "--magnum-enabled", "true"]).unwrap();
+        assert_eq!(kinds(&s).last(), Some(&Infrastructure));
+        std::fs::write(&file, "controllers: {infrastructure: {enabled: false}}\n").unwrap();
+        let s = parse(&["--config", path]).unwrap();
+        assert!(!kinds(&s).contains(&Infrastructure));
+        let s = parse(&["--config", path, "--infrastructure-enabled", "true"]).unwrap();
+        assert_eq!(kinds(&s).last(), Some(&Infrastructure));
+        let s = parse(&["--config", path, "--no-infrastructure"]).unwrap();
         assert_eq!(kinds(&s).last(), Some(&Magnum));
         let s = parse(&[
             "--config",
@@ -1854,6 +1898,7 @@ mod tests {
             "--no-kubernetes-application",
             "--no-kubernetes-cluster",
             "--no-magnum",
+            "--no-infrastructure",
         ])
         .unwrap();
         assert!(s.controllers.is_empty());
@@ -1870,7 +1915,15 @@ mod tests {
         )
         .unwrap();
         let path = file.to_str().unwrap();
-        let s = parse(&["--config", path, "--no-gc", "--no-scheduler", "--no-magnum"]).unwrap();
+        let s = parse(&[
+            "--config",
+            path,
+            "--no-gc",
+            "--no-scheduler",
+            "--no-magnum",
+            "--no-infrastructure",
+        ])
+        .unwrap();
         let [ControllerSpec::KubernetesApplication(config)] = s.controllers.as_slice() else {
             panic!("not only the application controller: {:?}", s.controllers);
         };
@@ -1883,6 +1936,7 @@ mod tests {
             "true",
             "--no-kubernetes-application",
             "--no-magnum",
+            "--no-infrastructure",
         ])
         .unwrap();
         assert_eq!(
@@ -2000,6 +2054,7 @@ mod tests {
             ("kubernetes-application", "kubernetes_application.yaml"),
             ("kubernetes-cluster", "kubernetes_cluster.yaml"),
             ("magnum", "magnum.yaml"),
+            ("infrastructure", "infrastructure.yaml"),
         ] {
             let path = format!("{}/../config/{file}", env!("CARGO_MANIFEST_DIR"));
             let mut argv = vec!["krake-server", "controller", kind, "-c", &path];
