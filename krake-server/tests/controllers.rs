@@ -24,11 +24,12 @@ fn free_port() -> u16 {
 }
 
 /// Switches off every in-process controller: an API alone.
-const NO_CONTROLLERS: [&str; 4] = [
+const NO_CONTROLLERS: [&str; 5] = [
     "--no-gc",
     "--no-scheduler",
     "--no-kubernetes-application",
     "--no-kubernetes-cluster",
+    "--no-magnum",
 ];
 
 /// Switches off the in-process Kubernetes controllers, for tests of the
@@ -37,11 +38,12 @@ const NO_CONTROLLERS: [&str; 4] = [
 const NO_KUBERNETES: [&str; 2] = ["--no-kubernetes-application", "--no-kubernetes-cluster"];
 
 /// The in-process controllers, as they name themselves in logs and metrics.
-const ALL_CONTROLLERS: [&str; 4] = [
+const ALL_CONTROLLERS: [&str; 5] = [
     "gc",
     "scheduler",
     "kubernetes-application",
     "kubernetes-cluster",
+    "magnum",
 ];
 
 fn krake_server() -> Command {
