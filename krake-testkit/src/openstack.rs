@@ -42,7 +42,7 @@
 //!
 //! Every cluster's `api_address` is the one set with
 //! [`serve_kube`](FakeOpenStack::serve_kube) (a
-//! [`FakeCluster`](crate::kube::FakeCluster)), whose CA is then the cluster
+//! [`FakeCluster`]), whose CA is then the cluster
 //! CA: certificates signed through Magnum are accepted by that fake
 //! Kubernetes API. Without it, clusters point at an unreachable address
 //! and the CA is the fake's own.
