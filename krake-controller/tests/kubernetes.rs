@@ -915,3 +915,96 @@ async fn a_fenced_application_controller_does_not_touch_the_cluster() {
     })
     .await;
 }
+
+/// The shutdown hook's request to the workload is a write to the cluster's
+/// world: a controller without its lease does not send it (and writes
+/// nothing); once writes are allowed again, the workload is asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_application_controller_does_not_ask_for_a_shutdown() {
+    use std::sync::atomic::AtomicUsize;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    // The workload: a listener on a port a NodePort may have, counting the
+    // requests it gets.
+    let start = 30000 + u16::try_from(std::process::id() % 2768).unwrap();
+    let mut listener = None;
+    for k in 0..2768u16 {
+        let port = 30000 + (start - 30000 + k) % 2768;
+        if let Ok(bound) = tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+            listener = Some(bound);
+            break;
+        }
+    }
+    let listener = listener.expect("a free port in 30000-32767");
+    let port = listener.local_addr().unwrap().port();
+    let asked = Arc::new(AtomicUsize::new(0));
+    let counter = asked.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = stream.read(&mut buf).await;
+            counter.fetch_add(1, Ordering::SeqCst);
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .await;
+        }
+    });
+
+    let budget = Arc::new(Budget {
+        left: AtomicI64::new(-1),
+    });
+    let env = Env::start_guarded(Some(budget.clone())).await;
+    let fake = FakeCluster::start().await.unwrap();
+    env.register("only", fake.kubeconfig(), json!({})).await;
+    env.online("only").await;
+    let service = json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "shutdown"},
+        "spec": {
+            "type": "NodePort",
+            "selector": {"app": "fenced"},
+            "ports": [{"port": 8080, "targetPort": 8080, "nodePort": port}],
+        },
+    });
+    create_app(
+        &env,
+        "fenced",
+        json!([deployment("fenced", 1, json!([])), service]),
+        json!({"hooks": ["shutdown"], "shutdown_grace_time": 60}),
+    )
+    .await;
+    let endpoint = format!("127.0.0.1:{port}");
+    env.app_until("fenced", "RUNNING with its shutdown service", |a| {
+        a.status.state == ApplicationState::Running
+            && a.status.services.get("shutdown") == Some(&endpoint)
+    })
+    .await;
+
+    // One more check of the guard, then the lease is gone: the request is
+    // not sent, the application is not deleted.
+    budget.left.store(1, Ordering::SeqCst);
+    env.api::<Application>()
+        .delete("fenced", &DeleteParams::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        asked.load(Ordering::SeqCst),
+        0,
+        "a controller without its lease asked the workload"
+    );
+    assert!(
+        fake.get("apps/v1", "Deployment", Some("default"), "fenced")
+            .is_some()
+    );
+
+    budget.left.store(-1, Ordering::SeqCst);
+    until("the workload asked once writes are allowed", || async {
+        asked.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let app = env.app("fenced").await;
+    assert_eq!(app.status.state, ApplicationState::WaitingForCleaning);
+    assert!(app.status.shutdown_grace_period.is_some());
+}
