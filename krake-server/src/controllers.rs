@@ -445,7 +445,7 @@ pub fn spec_with_api(
             let mut config = ApplicationControllerConfig {
                 workers,
                 timeouts: client_timeouts(settings, section)?,
-                hooks,
+                hooks: Arc::new(hooks),
                 ..ApplicationControllerConfig::default()
             };
             if let Some(value) = settings.resync {

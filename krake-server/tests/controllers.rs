@@ -716,9 +716,10 @@ fn bad_controller_configuration_is_one_clear_line() {
         env!("CARGO_MANIFEST_DIR"),
         "/../config/kubernetes_application.yaml"
     );
+    // (Its hooks are commented out: they need intermediate CAs.)
     let err = run(&["controller", "kubernetes-cluster", "-c", shipped]);
     assert!(
-        err.contains("hooks is a setting of the Kubernetes application controller, not of the Kubernetes cluster controller"),
+        err.contains("migration is a setting of the Kubernetes application controller, not of the Kubernetes cluster controller"),
         "{err}"
     );
     let err = run(&[

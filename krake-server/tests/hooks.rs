@@ -374,7 +374,7 @@ async fn hook_certificates_authenticate_as_the_hook_user() {
         .env("KRAKE_LOG_LEVEL", "info")
         .env_remove("RUST_LOG");
     let mut server =
-        ChildProcess::spawn("krake-server", command, &dir.path().join("server.log")).unwrap();
+        ChildProcess::spawn("krake-server", command, dir.path().join("server.log")).unwrap();
     let url = format!("https://127.0.0.1:{port}");
     let trust = reqwest::Certificate::from_pem(root.pem().as_bytes()).unwrap();
     let admin = reqwest::Client::builder()

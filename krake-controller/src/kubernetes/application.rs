@@ -33,13 +33,18 @@
 //!    MIGRATING, every resource applied on the new cluster, then deleted on
 //!    the old one; then `running_on` moves (state RUNNING, the hook's grace
 //!    period cleared).
-//! 5. **Reconcile**: the desired manifest (`spec.manifest`, through the
-//!    [`ApplicationExtensions`] seam for hooks and TOSCA), its observer
-//!    schema (custom entries from `spec.observer_schema`, the default for
-//!    the rest) and `last_applied_manifest`. The live objects come from the
-//!    shared watches ([`Observations`]), not from GETs. A resource that is
-//!    missing on the cluster or drifted in an observed field is applied
-//!    (server-side apply); a resource no longer in the manifest is deleted.
+//! 5. **Reconcile**: the hooks' tokens and certificates written to the
+//!    status first if missing ([`hooks`](crate::kubernetes::hooks)); the
+//!    desired manifest (`spec.manifest`, through the
+//!    [`ApplicationExtensions`] seam for TOSCA, then mangled by the hooks:
+//!    their Secrets, variables and volume), its observer schema (custom
+//!    entries from `spec.observer_schema` with the hooks' fields, the
+//!    default for the rest) and `last_applied_manifest`. The live objects
+//!    come from the shared watches ([`Observations`]), not from GETs. A
+//!    resource that is missing on the cluster, drifted in an observed
+//!    field, or whose desired state changed since the last apply (a field
+//!    removed) is applied (server-side apply); a resource no longer in the
+//!    manifest (or a hook's Secret once the hook is gone) is deleted.
 //!    Fields nobody observes are left alone.
 //! 6. The status (state from the workloads' health, `container_health`,
 //!    `services`, `running_on`, the manifests) is written only when it

@@ -99,7 +99,7 @@ pub struct ApplicationControllerConfig {
     /// Hooks and TOSCA translation (default: `spec.manifest` as it is).
     pub extensions: Arc<dyn ApplicationExtensions>,
     /// Krake's `complete` and `shutdown` hooks (`hooks`).
-    pub hooks: HooksConfig,
+    pub hooks: Arc<HooksConfig>,
 }
 
 impl Default for ApplicationControllerConfig {
@@ -112,7 +112,7 @@ impl Default for ApplicationControllerConfig {
             tosca_timeout: tosca::fetch::TIMEOUT,
             tosca_max_bytes: tosca::fetch::MAX_BYTES,
             extensions: Arc::new(PlainManifest),
-            hooks: HooksConfig::default(),
+            hooks: Arc::new(HooksConfig::default()),
         }
     }
 }
@@ -185,7 +185,7 @@ impl ApplicationController {
             ),
             resync: self.config.resync,
             own_writes: Mutex::new(HashMap::new()),
-            hooks: Arc::new(self.config.hooks.clone()),
+            hooks: self.config.hooks.clone(),
             shutdown: hooks::shutdown::ShutdownHook::new(self.config.hooks.shutdown_settings),
         });
         let on_cluster = app_store.clone();
