@@ -123,6 +123,8 @@ pub struct OidcStrategy {
     pub jwks_url: Option<String>,
     /// The claim naming the user (default: `preferred_username`).
     pub username_claim: Option<String>,
+    /// The web console's client id at the issuer (default: the audience).
+    pub client_id: Option<String>,
 }
 
 /// Krake's `authentication.strategy`.

@@ -24,6 +24,7 @@
 //! `kubernetes_cluster.yaml`, `magnum.yaml` or `infrastructure.yaml`.
 
 mod config;
+mod console;
 mod controllers;
 
 use std::net::SocketAddr;
@@ -118,6 +119,9 @@ struct Cli {
     /// Let unauthenticated requests run as system:anonymous.
     #[arg(long, env = "KRAKE_ALLOW_ANONYMOUS")]
     allow_anonymous: Option<bool>,
+    /// Do not serve the web console at `/console/`.
+    #[arg(long)]
+    no_console: bool,
     /// Do not run the garbage collector in the server's process.
     #[arg(long)]
     no_gc: bool,
@@ -497,6 +501,8 @@ struct Settings {
     election: Option<Election>,
     log_filter: String,
     log_format: LogFormat,
+    /// The web console (`None` with `--no-console`).
+    console: Option<console::ConsoleConfig>,
 }
 
 /// The API endpoints of `--api` / `api_endpoint`: one URL or several
@@ -854,6 +860,7 @@ fn settings(cli: Cli) -> Result<Settings, ConfigError> {
             election.validate(spec.kind())?;
         }
     }
+    let console = (!cli.no_console).then(|| console_config(&file.authentication.strategy.oidc));
     Ok(Settings {
         address,
         store,
@@ -865,6 +872,7 @@ fn settings(cli: Cli) -> Result<Settings, ConfigError> {
         election,
         log_filter,
         log_format: cli.log_format,
+        console,
     })
 }
 
@@ -1007,6 +1015,21 @@ fn controller_settings(
         log_filter,
         log_format,
     })
+}
+
+/// What the web console needs to know of the `oidc` strategy: its issuer
+/// and the console's client id (`client_id`, else the audience).
+fn console_config(oidc: &config::OidcStrategy) -> console::ConsoleConfig {
+    let client_id = oidc.client_id.clone().or(oidc.audience.clone());
+    console::ConsoleConfig {
+        oidc: match (oidc.enabled, &oidc.issuer, client_id) {
+            (true, Some(issuer), Some(client_id)) => Some(console::ConsoleOidc {
+                issuer: issuer.clone(),
+                client_id,
+            }),
+            _ => None,
+        },
+    }
 }
 
 /// The one strategy of `authentication.strategy`, chosen as Krake does:
@@ -1273,7 +1296,10 @@ async fn serve(mut settings: Settings) -> Result<(), ServerError> {
         }
     }
     let metrics = Metrics::new();
-    let app = router(state.clone()).merge(controller_metrics_route(&metrics));
+    let mut app = router(state.clone()).merge(controller_metrics_route(&metrics));
+    if let Some(console) = settings.console.clone() {
+        app = app.merge(console::router(console));
+    }
     let listener = bind_public(&settings.address, state.config().send_buffer_bytes).await?;
     let local: Option<SocketAddr> = listener.local_addr().ok();
     let api_stop = CancellationToken::new();
