@@ -92,6 +92,7 @@ export function listWatch(path, { onList, onEvent, onState }) {
         if (revision === null) {
           const answer = await call("GET", path);
           revision = (answer.metadata && answer.metadata.resource_version) || null;
+          if (revision === "0") revision = null;
           onList(answer.items || []);
         }
         const query = revision ? `watch&heartbeat=5&resource_version=${encodeURIComponent(revision)}` : "watch&heartbeat=5";

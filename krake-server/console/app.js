@@ -29,6 +29,12 @@ function append(el, children) {
   return el;
 }
 
+// Replaces an element's children (arrays flattened, null/false left out).
+function fill(el, ...children) {
+  el.replaceChildren();
+  return append(el, children);
+}
+
 const $ = (id) => document.getElementById(id);
 const main = () => $("main");
 
@@ -203,7 +209,7 @@ async function discoverNamespaces() {
 
 function renderNamespaces() {
   const select = $("namespace");
-  select.replaceChildren(
+  fill(select, 
     state.listAll ? h("option", { value: "" }, "All namespaces") : null,
     state.namespaces.map((ns) => h("option", { value: ns }, ns)),
   );
@@ -276,7 +282,7 @@ function renderSignIn(message) {
       ),
     );
   }
-  main().replaceChildren(...parts);
+  fill(main(), ...parts);
   input.focus();
 }
 
@@ -326,7 +332,7 @@ function appRow(app) {
 function fillAppRow(tr, app) {
   const s = app.status || {};
   const link = h("a", { href: `#/applications/${encodeURIComponent(app.metadata.namespace)}/${encodeURIComponent(app.metadata.name)}` }, app.metadata.name);
-  tr.replaceChildren(
+  fill(tr, 
     h("td", {}, app.metadata.namespace),
     h("th", { scope: "row" }, link),
     h("td", {}, badge(s.state)),
@@ -389,7 +395,7 @@ function renderOverview() {
       counts[s] = (counts[s] || 0) + 1;
     }
     const names = [...new Set([...STATES.filter((s) => counts[s]), ...Object.keys(counts)])];
-    summary.replaceChildren(
+    fill(summary, 
       h("li", {}, h("strong", {}, String(state.apps.size)), " applications"),
       names.map((s) => h("li", {}, badge(s), " ", h("strong", {}, String(counts[s])))),
     );
@@ -403,25 +409,25 @@ function renderOverview() {
       rows.set(key(app), tr);
       fragment.append(tr);
     }
-    appsBody.replaceChildren(fragment);
+    fill(appsBody, fragment);
     if (!sorted.length) appsBody.append(h("tr", {}, h("td", { colspan: "5", class: "muted" }, "No applications.")));
   };
   const renderClusters = () => {
     const sorted = [...state.clusters.values()].sort((a, b) => key(a).localeCompare(key(b)));
-    clusters.replaceChildren(
+    fill(clusters, 
       table("Clusters", ["Namespace", "Name", "State", "Nodes", "Metrics"], sorted.length ? sorted.map(clusterRow) : h("tr", {}, h("td", { colspan: "5", class: "muted" }, "No clusters.")), { id: "clusters" }),
     );
   };
   const renderClouds = () => {
     const sorted = [...state.clouds.values()].sort((a, b) => key(a).localeCompare(key(b)));
-    clouds.replaceChildren(
+    fill(clouds, 
       table("Clouds", ["Namespace", "Name", "Type", "State"], sorted.length
         ? sorted.map((c) => h("tr", {}, h("td", {}, c.metadata.namespace), h("th", { scope: "row" }, c.metadata.name), h("td", {}, (c.spec && c.spec.type) || "–"), h("td", {}, badge(c.status && c.status.state))))
         : h("tr", {}, h("td", { colspan: "4", class: "muted" }, "No clouds."))),
     );
   };
   const renderRecent = () => {
-    recent.replaceChildren(
+    fill(recent, 
       ...(state.recent.length
         ? state.recent.map((r) => h("li", {}, h("time", { datetime: r.at.toISOString() }, r.at.toLocaleTimeString()), ` ${r.kind.replace(/s$/, "")} ${r.name} ${r.type.toLowerCase()}`, r.state ? [" → ", badge(r.state)] : ""))
         : [h("li", { class: "muted" }, "Nothing yet.")]),
@@ -463,7 +469,7 @@ function renderOverview() {
   };
   state.listeners.add(listener);
   flush();
-  main().replaceChildren(
+  fill(main(), 
     h("h1", { tabindex: "-1" }, "Overview"),
     h("section", { "aria-labelledby": "apps-title" }, h("h2", { id: "apps-title" }, "Applications"), summary, appsTable),
     h("div", { class: "columns" },
@@ -550,14 +556,16 @@ function field(id, label, input, help) {
 function namespaceSelect() {
   const select = h("select", { required: true });
   const options = state.namespaces.length ? state.namespaces : [state.namespace || "default"];
-  select.replaceChildren(...options.map((ns) => h("option", { value: ns }, ns)));
+  fill(select, ...options.map((ns) => h("option", { value: ns }, ns)));
   select.value = state.namespace || options[0];
   return select;
 }
 
 function parseDocuments(text, input) {
   try {
-    return parseAll(text).filter((d) => d !== null);
+    const docs = parseAll(text).filter((d) => d !== null);
+    // One document that is a list: the list of resources.
+    return docs.length === 1 && Array.isArray(docs[0]) ? docs[0] : docs;
   } catch (error) {
     $(`${input.id}-error`).textContent = `Not valid YAML: ${error.message}`;
     input.setAttribute("aria-invalid", "true");
@@ -580,7 +588,7 @@ function renderNewApplication() {
     h("h1", { id: "new-app-title", tabindex: "-1" }, "New application"),
     field("app-name", "Name", name),
     field("app-namespace", "Namespace", ns),
-    field("app-manifest", "Manifest (YAML)", manifest, "Kubernetes resources, several separated by ---. JSON works too."),
+    field("app-manifest", "Manifest (YAML)", manifest, "Kubernetes resources, several separated by --- (or one YAML list). JSON works too."),
     field("app-labels", "Cluster label constraints (optional)", labels, "Comma-separated, e.g. location=DE, tier!=test"),
     general,
     h("button", { type: "submit", class: "primary" }, "Create"),
@@ -605,7 +613,7 @@ function renderNewApplication() {
       showErrors(error, fields, general);
     }
   });
-  main().replaceChildren(form);
+  fill(main(), form);
 }
 
 // ---------------------------------------------------------------- register cluster
@@ -664,7 +672,7 @@ function renderNewCluster() {
       showErrors(error, fields, general);
     }
   });
-  main().replaceChildren(form);
+  fill(main(), form);
 }
 
 // ---------------------------------------------------------------- object pages
@@ -682,7 +690,7 @@ function follow(kind, map, a, plural, ns, name, render) {
       if (error.status === 404) {
         gone = true;
         show(null);
-      } else main().replaceChildren(h("h1", { tabindex: "-1" }, name), h("p", { class: "form-error", role: "alert" }, error.message));
+      } else fill(main(), h("h1", { tabindex: "-1" }, name), h("p", { class: "form-error", role: "alert" }, error.message));
     }
   };
   const listener = (changed, which) => {
@@ -741,7 +749,7 @@ function renderApplication(ns, name) {
     "form",
     { class: "card", "aria-labelledby": "edit-title", novalidate: true },
     h("h2", { id: "edit-title" }, "Edit the manifest"),
-    field("edit-manifest", "Manifest (YAML)", editor, "Kubernetes resources, several separated by ---."),
+    field("edit-manifest", "Manifest (YAML)", editor, "Kubernetes resources, several separated by --- (or one YAML list)."),
     general,
     h("button", { type: "submit", class: "primary" }, "Save"),
   );
@@ -762,7 +770,7 @@ function renderApplication(ns, name) {
   });
   const { stop } = follow("applications", state.apps, "kubernetes", "applications", ns, name, (app, gone) => {
     if (!app) {
-      details.replaceChildren(h("p", { class: "gone", role: "status" }, gone ? "This application has been deleted." : "Not found."));
+      fill(details, h("p", { class: "gone", role: "status" }, gone ? "This application has been deleted." : "Not found."));
       actions.hidden = true;
       edit.hidden = true;
       return;
@@ -773,7 +781,7 @@ function renderApplication(ns, name) {
       loaded = true;
     }
     const services = Object.entries(s.services || {});
-    details.replaceChildren(
+    fill(details, 
       h("dl", { class: "facts" },
         h("dt", {}, "State"), h("dd", { id: "app-state" }, badge(s.state)),
         h("dt", {}, "Reason"), h("dd", {}, s.reason ? `${s.reason.code}: ${s.reason.message}` : "–"),
@@ -793,8 +801,8 @@ function renderApplication(ns, name) {
       ),
     );
   });
-  main().replaceChildren(
-    h("p", { class: "crumbs" }, h("a", { href: "#/" }, "Overview"), " / application"),
+  fill(main(), 
+    h("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, h("a", { href: "#/" }, "Overview"), " / application"),
     h("h1", { tabindex: "-1" }, `${name}`, h("span", { class: "ns" }, ` in ${ns}`)),
     actions,
     status,
@@ -822,7 +830,7 @@ function renderCluster(ns, name) {
   );
   const render = (c, gone) => {
     if (!c) {
-      details.replaceChildren(h("p", { class: "gone", role: "status" }, gone ? "This cluster has been deleted." : "Not found."));
+      fill(details, h("p", { class: "gone", role: "status" }, gone ? "This cluster has been deleted." : "Not found."));
       actions.hidden = true;
       return;
     }
@@ -830,7 +838,7 @@ function renderCluster(ns, name) {
     const nodes = s.nodes || [];
     const labels = Object.entries(c.metadata.labels || {});
     const apps = [...state.apps.values()].filter((a) => a.status && a.status.running_on && a.status.running_on.name === name && a.metadata.namespace === ns);
-    details.replaceChildren(
+    fill(details, 
       h("dl", { class: "facts" },
         h("dt", {}, "State"), h("dd", { id: "cluster-state" }, badge(s.state)),
         h("dt", {}, "Reason"), h("dd", {}, s.reason ? `${s.reason.code}: ${s.reason.message}` : "–"),
@@ -853,8 +861,8 @@ function renderCluster(ns, name) {
     if (kind === "applications" && state.clusters.has(`${ns}/${name}`)) render(state.clusters.get(`${ns}/${name}`), false);
   };
   state.listeners.add(onApps);
-  main().replaceChildren(
-    h("p", { class: "crumbs" }, h("a", { href: "#/" }, "Overview"), " / cluster"),
+  fill(main(), 
+    h("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, h("a", { href: "#/" }, "Overview"), " / cluster"),
     h("h1", { tabindex: "-1" }, name, h("span", { class: "ns" }, ` in ${ns}`)),
     actions,
     status,

@@ -162,6 +162,11 @@ impl Krake {
         }
     }
 
+    /// The server's URL (`http://127.0.0.1:<port>`).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     /// The server's log so far (its last 60 lines).
     pub fn log(&self) -> String {
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
