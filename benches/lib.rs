@@ -16,6 +16,7 @@
 
 pub mod api_suite;
 pub mod controller_suite;
+pub mod infrastructure_suite;
 pub mod kubernetes_suite;
 pub mod model_suite;
 pub mod process_stats;
@@ -147,6 +148,13 @@ mod tests {
     #[test]
     fn kubernetes_suite_runs() {
         kubernetes_suite::run(Mode::Smoke);
+    }
+
+    /// The infrastructure suite in smoke mode: 10 clusters created through
+    /// the fake IM, all ONLINE, one create and one outputs each.
+    #[test]
+    fn infrastructure_suite_runs() {
+        infrastructure_suite::run(Mode::Smoke);
     }
 
     /// The scheduler suite in smoke mode: every decision checked against
