@@ -5,7 +5,7 @@
 // settings: {url, token, kubeconfig (a JSON file), restricted: {url, token},
 // screenshots (a folder)}. Prints one line per step and exits non-zero on the
 // first failure (with a screenshot of the page as it was).
-import { readFileSync, writeFileSync, mkdirSync } from "node:fs";
+import { readFileSync, writeFileSync, mkdirSync, rmSync } from "node:fs";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { launch, DESKTOP, PHONE } from "./browser.mjs";
@@ -14,6 +14,7 @@ const here = dirname(fileURLToPath(import.meta.url));
 const { dump } = await import(join(here, "../krake-server/console/yaml.js"));
 const settings = JSON.parse(readFileSync(process.argv[2], "utf8"));
 mkdirSync(settings.screenshots, { recursive: true });
+rmSync(join(settings.screenshots, "failure.png"), { force: true });
 const TIMEOUT = 30_000;
 
 let passed = 0;

@@ -320,6 +320,7 @@ function signOut() {
 
 // ---------------------------------------------------------------- overview
 
+const PAGE = 100;
 const STATES = ["PENDING", "CREATING", "RUNNING", "RECONCILING", "MIGRATING", "DELETING", "FAILED", "DEGRADED"];
 
 function appRow(app) {
@@ -400,17 +401,37 @@ function renderOverview() {
       names.map((s) => h("li", {}, badge(s), " ", h("strong", {}, String(counts[s])))),
     );
   };
+  // Pages of PAGE rows: a change to one application touches one row, and
+  // the browser never lays out thousands of rows.
+  let page = 0;
+  let listed = new Set();
+  const pager = h("div", { class: "pager", role: "group", "aria-label": "Pages of applications" });
   const renderApps = () => {
     rows.clear();
     const sorted = [...state.apps.values()].sort((a, b) => key(a).localeCompare(key(b)));
+    listed = new Set(sorted.map(key));
+    const pages = Math.max(1, Math.ceil(sorted.length / PAGE));
+    page = Math.min(page, pages - 1);
+    const shown = sorted.slice(page * PAGE, (page + 1) * PAGE);
     const fragment = document.createDocumentFragment();
-    for (const app of sorted) {
+    for (const app of shown) {
       const tr = appRow(app);
       rows.set(key(app), tr);
       fragment.append(tr);
     }
     fill(appsBody, fragment);
     if (!sorted.length) appsBody.append(h("tr", {}, h("td", { colspan: "5", class: "muted" }, "No applications.")));
+    const go = (to) => () => {
+      page = to;
+      renderApps();
+      appsBody.closest(".table-wrap").focus();
+    };
+    fill(
+      pager,
+      pages > 1 ? h("button", { type: "button", onclick: go(page - 1), disabled: page === 0 }, "Previous") : null,
+      h("span", { "aria-live": "polite" }, sorted.length ? `Rows ${page * PAGE + 1}–${page * PAGE + shown.length} of ${sorted.length}` : ""),
+      pages > 1 ? h("button", { type: "button", onclick: go(page + 1), disabled: page === pages - 1 }, "Next") : null,
+    );
   };
   const renderClusters = () => {
     const sorted = [...state.clusters.values()].sort((a, b) => key(a).localeCompare(key(b)));
@@ -446,7 +467,8 @@ function renderOverview() {
         const app = state.apps.get(k);
         const tr = rows.get(k);
         if (app && tr) fillAppRow(tr, app);
-        else if (app || tr) {
+        else if (app ? !listed.has(k) : listed.has(k)) {
+          // Added or removed: the pages shift.
           renderApps();
           break;
         }
@@ -471,7 +493,7 @@ function renderOverview() {
   flush();
   fill(main(), 
     h("h1", { tabindex: "-1" }, "Overview"),
-    h("section", { "aria-labelledby": "apps-title" }, h("h2", { id: "apps-title" }, "Applications"), summary, appsTable),
+    h("section", { "aria-labelledby": "apps-title" }, h("h2", { id: "apps-title" }, "Applications"), summary, appsTable, pager),
     h("div", { class: "columns" },
       h("section", { "aria-labelledby": "clusters-title" }, h("h2", { id: "clusters-title" }, "Clusters"), clusters),
       h("section", { "aria-labelledby": "clouds-title" }, h("h2", { id: "clouds-title" }, "Clouds"), clouds),

@@ -176,3 +176,68 @@ async fn the_console_in_a_browser() {
         krake.log()
     );
 }
+
+/// The console is on by default next to the unchanged API, and
+/// `--no-console` turns it off (404, the API's problem body).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_is_served_by_default_and_not_with_no_console() {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let on = Krake::start_with("", &NO_CONTROLLERS).await;
+    let shell = http
+        .get(format!("{}/console/", on.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(shell.status(), 200);
+    assert_eq!(shell.headers()["content-type"], "text/html; charset=utf-8");
+    assert!(shell.headers().contains_key("content-security-policy"));
+    let redirect = http
+        .get(format!("{}/console", on.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(redirect.status(), 308);
+    assert_eq!(redirect.headers()["location"], "/console/");
+    let root: serde_json::Value = http
+        .get(format!("{}/", on.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(root["version"], "1.0.1");
+    // The API's own answers carry no console headers.
+    let list = http
+        .get(format!("{}/kubernetes/applications", on.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(list.status(), 200);
+    assert!(!list.headers().contains_key("content-security-policy"));
+
+    let mut args = vec!["--no-console"];
+    args.extend(NO_CONTROLLERS);
+    let off = Krake::start_with("", &args).await;
+    for path in [
+        "/console/",
+        "/console",
+        "/console/app.js",
+        "/console/config.json",
+    ] {
+        let response = http
+            .get(format!("{}{path}", off.url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 404, "{path}");
+        let content_type = response.headers()["content-type"].to_str().unwrap();
+        assert!(
+            content_type.starts_with("application/problem+json"),
+            "{path}: {content_type}"
+        );
+    }
+}
