@@ -860,7 +860,7 @@ fn settings(cli: Cli) -> Result<Settings, ConfigError> {
             election.validate(spec.kind())?;
         }
     }
-    let console = (!cli.no_console).then(|| console_config(&file.authentication.strategy.oidc));
+    let console = (!cli.no_console).then(|| console_config(&file.authentication.strategy));
     Ok(Settings {
         address,
         store,
@@ -1019,10 +1019,16 @@ fn controller_settings(
 
 /// What the web console needs to know of the `oidc` strategy: its issuer
 /// and the console's client id (`client_id`, else the audience).
-fn console_config(oidc: &config::OidcStrategy) -> console::ConsoleConfig {
+fn console_config(strategies: &config::Strategies) -> console::ConsoleConfig {
+    let oidc = &strategies.oidc;
+    // Static, Keystone and Keycloak come first (see `strategy`).
+    let chosen = oidc.enabled
+        && !strategies.static_user.enabled
+        && !strategies.keystone.enabled
+        && !strategies.keycloak.enabled;
     let client_id = oidc.client_id.clone().or(oidc.audience.clone());
     console::ConsoleConfig {
-        oidc: match (oidc.enabled, &oidc.issuer, client_id) {
+        oidc: match (chosen, &oidc.issuer, client_id) {
             (true, Some(issuer), Some(client_id)) => Some(console::ConsoleOidc {
                 issuer: issuer.clone(),
                 client_id,
