@@ -122,6 +122,11 @@ struct Cli {
     /// Do not serve the web console at `/console/`.
     #[arg(long)]
     no_console: bool,
+    /// Serve the API alone: no controller in the server's process (all of
+    /// the `--no-*` flags below at once; a controller's `*_enabled` setting
+    /// does not bring it back).
+    #[arg(long)]
+    no_controllers: bool,
     /// Do not run the garbage collector in the server's process.
     #[arg(long)]
     no_gc: bool,
@@ -839,7 +844,7 @@ fn settings(cli: Cli) -> Result<Settings, ConfigError> {
         ),
     ] {
         let name = format!("controllers.{}", kind.name().replace('-', "_"));
-        if !off && enabled.or(section.enabled).unwrap_or(true) {
+        if !off && !cli.no_controllers && enabled.or(section.enabled).unwrap_or(true) {
             controllers.push(controllers::spec_with_api(kind, section, &name, &hook_api)?);
         }
     }
@@ -1934,6 +1939,9 @@ mod tests {
         ])
         .unwrap();
         assert!(s.controllers.is_empty());
+        std::fs::write(&file, "controllers: {magnum: {enabled: true}}\n").unwrap();
+        let s = parse(&["--config", path, "--no-controllers", "--gc-enabled", "true"]).unwrap();
+        assert!(s.controllers.is_empty(), "{:?}", kinds(&s));
     }
 
     #[test]

@@ -65,12 +65,7 @@ async fn start_server_until(
     let child = Command::new(env!("CARGO_BIN_EXE_krake-server"))
         .args(["--etcd", &endpoints.join(",")])
         .args(["--port", &port.to_string()])
-        .args([
-            "--no-gc",
-            "--no-scheduler",
-            "--no-kubernetes-application",
-            "--no-kubernetes-cluster",
-        ])
+        .arg("--no-controllers")
         .args(extra)
         .env("KRAKE_LOG_LEVEL", "info")
         .stdout(Stdio::null())
@@ -370,8 +365,7 @@ async fn tls_to_etcd_with_a_client_certificate() {
     let log = dir.path().join("file.log");
     let child = Command::new(env!("CARGO_BIN_EXE_krake-server"))
         .args(["--config", config.to_str().unwrap()])
-        .args(["--port", &port.to_string(), "--no-gc", "--no-scheduler"])
-        .args(["--no-kubernetes-application", "--no-kubernetes-cluster"])
+        .args(["--port", &port.to_string(), "--no-controllers"])
         .stdout(Stdio::null())
         .stderr(File::create(&log).unwrap())
         .spawn()

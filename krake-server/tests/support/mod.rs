@@ -12,12 +12,7 @@ use std::time::Duration;
 use krake_testkit::process::{ChildProcess, free_ports};
 
 /// The flags that leave the controllers out: an API replica.
-pub const API_ONLY: [&str; 4] = [
-    "--no-gc",
-    "--no-scheduler",
-    "--no-kubernetes-application",
-    "--no-kubernetes-cluster",
-];
+pub const API_ONLY: [&str; 1] = ["--no-controllers"];
 
 /// Starts `krake-server` with `args` (its store: `--data-dir` or `--etcd`)
 /// and [`API_ONLY`] on a free loopback port, logging to `log`, and waits
