@@ -8,6 +8,7 @@
 import { readFileSync, writeFileSync, mkdirSync, rmSync } from "node:fs";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
+import { createInterface } from "node:readline";
 import { launch, DESKTOP, PHONE } from "./browser.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -16,6 +17,15 @@ const settings = JSON.parse(readFileSync(process.argv[2], "utf8"));
 mkdirSync(settings.screenshots, { recursive: true });
 rmSync(join(settings.screenshots, "failure.png"), { force: true });
 const TIMEOUT = 30_000;
+
+// Asks the Rust test to do something (a line on stdout) and waits for its
+// answer (a line on stdin).
+const input = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+async function ask(command) {
+  console.log(command);
+  const { value, done } = await input.next();
+  if (done || value !== "done") throw new Error(`${command}: the test answered ${value}`);
+}
 
 let passed = 0;
 let current = null;
@@ -75,7 +85,10 @@ try {
   page.setDefaultTimeout(TIMEOUT);
   page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
   page.on("console", (message) => {
-    if (message.type() === "error" && !/status of 4\d\d/.test(message.text())) problems.push(`console error: ${message.text()}`);
+    // Refusals (4xx) are expected, and so are broken connections while the
+    // server restarts; anything else the page logs as an error is a failure.
+    const expected = /status of 4\d\d|net::ERR_(INCOMPLETE_CHUNKED_ENCODING|CONNECTION_REFUSED|CONNECTION_RESET|EMPTY_RESPONSE|CONNECTION_CLOSED)/;
+    if (message.type() === "error" && !expected.test(message.text())) problems.push(`console error: ${message.text()}`);
   });
   page.on("dialog", (dialog) => dialog.accept());
 
@@ -151,6 +164,19 @@ try {
     await shoot(page, "overview");
   });
 
+  await step("a lost connection is shown, then resumed (the server restarted)", async () => {
+    await page.evaluate(() => {
+      window.sawLost = false;
+      const el = document.getElementById("connection");
+      new MutationObserver(() => {
+        if (el.classList.contains("lost")) window.sawLost = true;
+      }).observe(el, { attributes: true, childList: true, characterData: true, subtree: true });
+    });
+    await ask("@restart");
+    await page.waitForFunction(() => window.sawLost);
+    await page.locator("#connection.live").waitFor();
+  });
+
   await step("edit the manifest: an error at the field, then saved", async () => {
     await page.locator("#applications").getByRole("link", { name: "web" }).click();
     await page.getByLabel("Manifest (YAML)").fill("- apiVersion: v1\n  kind: ConfigMap\n  metadata: {}\n");
@@ -197,10 +223,12 @@ try {
 
   if (problems.length) throw new Error(`errors in the page:\n${problems.join("\n")}`);
   console.log(`${passed} passed, 0 failed`);
+  console.log("@end");
 } catch (error) {
   console.log(String(error.message || error));
   if (problems.length) console.log(problems.join("\n"));
   process.exitCode = 1;
+  console.log("@end");
 } finally {
   await context.close();
 }

@@ -16,8 +16,9 @@
 
 mod support;
 
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use krake_testkit::kube::FakeCluster;
 use serde_json::json;
@@ -156,23 +157,55 @@ async fn the_console_in_a_browser() {
     )
     .unwrap();
 
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .arg(root.join("console-tests/run.mjs"))
-            .arg(&settings)
-            .env("KRAKE_CHROMIUM", chromium)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    // The script asks for a restart of the main server with a line
+    // `@restart` and waits for `done` on its standard input.
+    let mut child = std::process::Command::new("node")
+        .arg(root.join("console-tests/run.mjs"))
+        .arg(&settings)
+        .env("KRAKE_CHROMIUM", chromium)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node starts");
+    let mut stdin = child.stdin.take().unwrap();
+    let lines = child.stdout.take().unwrap();
+    let errors = child.stderr.take().unwrap();
+    let stderr = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = BufReader::new(errors).read_to_string(&mut text);
+        text
+    });
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(lines).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut stdout = String::new();
+    while let Some(line) = rx.recv().await {
+        if line == "@restart" {
+            krake.restart().await;
+            writeln!(stdin, "done").unwrap();
+        } else if line == "@end" {
+            break;
+        } else {
+            stdout.push_str(&line);
+            stdout.push('\n');
+        }
+    }
+    drop(stdin);
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    let stderr = stderr.join().unwrap();
     println!("{stdout}");
     assert!(
-        output.status.success(),
-        "the browser scenarios failed ({}):\n{stdout}\n{stderr}\nkrake-server's log:\n{}",
-        output.status,
+        status.success(),
+        "the browser scenarios failed ({status}):\n{stdout}\n{stderr}\nkrake-server's log:\n{}",
         krake.log()
     );
 }
