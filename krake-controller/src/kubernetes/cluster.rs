@@ -345,3 +345,49 @@ pub(crate) fn error_policy(
     );
     Action::await_change()
 }
+
+#[cfg(test)]
+mod tests {
+    use krake_data::kinds::kubernetes::{ClusterSpec, ClusterState};
+    use krake_data::metadata::Metadata;
+    use serde_json::{Map, Value, json};
+
+    use super::*;
+
+    fn with_kubeconfig() -> Cluster {
+        let kubeconfig: Map<String, Value> = json!({"clusters": [{"name": "c"}]})
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        Cluster::new(
+            Metadata::namespaced("ns", "c"),
+            ClusterSpec::from_kubeconfig(kubeconfig),
+        )
+    }
+
+    #[test]
+    fn created_clusters_the_infrastructure_controller_works_on_are_not_observed() {
+        let mut cluster = with_kubeconfig();
+        cluster.status.state = ClusterState::Online;
+        assert!(observed(&cluster));
+        for busy in [
+            ClusterState::Creating,
+            ClusterState::Reconciling,
+            ClusterState::Failed,
+        ] {
+            cluster.status.state = busy;
+            assert!(!observed(&cluster), "{busy:?}");
+        }
+        // Registered clusters: DEGRADED or FAILING_RECONCILIATION are
+        // observed as before; created ones (cluster_id) are not.
+        for state in [ClusterState::Degraded, ClusterState::FailingReconciliation] {
+            cluster.status.state = state;
+            cluster.status.cluster_id = None;
+            assert!(observed(&cluster), "{state:?}");
+            cluster.status.cluster_id = Some("id".into());
+            assert!(!observed(&cluster), "{state:?}");
+        }
+        cluster.status.state = ClusterState::Connecting;
+        assert!(observed(&cluster));
+    }
+}
