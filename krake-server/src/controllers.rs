@@ -371,8 +371,9 @@ pub fn spec(
     spec_with_api(kind, settings, section, &HookApi::default())
 }
 
-/// As [`spec`], with the API as the hooks of the Kubernetes application
-/// controller see it.
+/// The spec of `kind` from its settings; `section` names them in errors
+/// (`controllers.gc`, `scheduler.yaml`); `api` is the API as the hooks of
+/// the Kubernetes application controller see it.
 pub fn spec_with_api(
     kind: ControllerKind,
     settings: &ControllerSettings,
