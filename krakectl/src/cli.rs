@@ -1,7 +1,7 @@
 //! The command tree, generated from the kind registry: every kind gets the
 //! same verbs (`list`, `get`, create or `register`, `update`, `delete`,
 //! `watch`, and the sub-operations it serves), with its own flags layered on
-//! top from [`crate::catalog`].
+//! top from the kind catalog (`catalog.rs`).
 
 use clap::builder::PossibleValuesParser;
 use clap::{Arg, ArgAction, ArgGroup, Command, value_parser};

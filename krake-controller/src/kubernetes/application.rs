@@ -34,7 +34,7 @@
 //!    the old one; then `running_on` moves (state RUNNING, the hook's grace
 //!    period cleared).
 //! 5. **Reconcile**: the hooks' tokens and certificates written to the
-//!    status first if missing ([`hooks`](crate::kubernetes::hooks)); the
+//!    status first if missing ([`hooks`]); the
 //!    desired manifest (`spec.manifest`, through the
 //!    [`ApplicationExtensions`] seam for TOSCA, then mangled by the hooks:
 //!    their Secrets, variables and volume), its observer schema (custom
@@ -56,7 +56,7 @@
 //!
 //! # The shutdown hook before a deletion or migration
 //!
-//! (Details: [`shutdown`](crate::kubernetes::hooks::shutdown).) Unless the
+//! (Details: [`shutdown`].) Unless the
 //! state is READY_FOR_ACTION already (or DELETING, MIGRATING: the step
 //! began):
 //!

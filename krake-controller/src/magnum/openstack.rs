@@ -1,7 +1,7 @@
 //! A small Keystone v3 + Magnum v1 client: what the Magnum controller asks
 //! of OpenStack (Krake used `keystoneauth1` and `python-magnumclient`).
 //!
-//! [`authenticate`] gets a token from Keystone (`POST {url}/auth/tokens`,
+//! [`OpenStack::authenticate`] gets a token from Keystone (`POST {url}/auth/tokens`,
 //! the `password` method with a user id scoped to a project id, or the
 //! `application_credential` method) and finds Magnum
 //! (`container-infra`) in the token's catalog; the [`Magnum`] session then

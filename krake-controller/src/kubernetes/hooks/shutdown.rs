@@ -18,7 +18,7 @@
 //!    A missing service, a refused connection or an error answer is a
 //!    failed attempt, logged with the reason; the grace period runs anyway.
 //! 3. No worker waits: the reconcile asks to be run again when the grace
-//!    period ends ([`Action::requeue`]). The workload's acknowledgement
+//!    period ends ([`Action::requeue`](crate::action::Action::requeue)). The workload's acknowledgement
 //!    (`PUT …/shutdown {token}` to Krake's API, which moves the application
 //!    to READY_FOR_ACTION) wakes it at once through the watch.
 //! 4. READY_FOR_ACTION: the deletion or the migration proceeds. After a
