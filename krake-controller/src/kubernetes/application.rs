@@ -685,6 +685,15 @@ async fn apply_on(
                         "resource drifted; applying"
                     );
                     to_apply.push(index);
+                } else if hooks::mangle::reads_disabled_hook(app, &value) {
+                    // A hook's variables or volume left on the workload
+                    // (seen on the object, whatever the status says).
+                    tracing::info!(
+                        application = %app.metadata.name,
+                        resource = %p.id,
+                        "a disabled hook's Secret is still read; applying"
+                    );
+                    to_apply.push(index);
                 } else if observer_schema::find(
                     &app.status.last_applied_manifest,
                     &p.id,
@@ -853,11 +862,25 @@ async fn delete_everything(
         Err(ApplicationError::MissingCluster(_)) => return Ok(()),
         Err(err) => return Err(err),
     };
-    let resources = if app.status.last_applied_manifest.is_empty() {
-        &app.spec.manifest
-    } else {
-        &app.status.last_applied_manifest
-    };
+    // What was applied, and what the spec (with its hooks' Secrets) asks
+    // for: a status write that recorded an apply may have been lost to a
+    // concurrent update (a complete hook's call right after the apply), so
+    // the last applied manifest alone can miss something. Deleting what is
+    // not there is a 404, which is fine.
+    let mut resources = app.status.last_applied_manifest.clone();
+    let mut desired = app.spec.manifest.clone();
+    let mut custom = Vec::new();
+    if hooks::mangle::mangle(&cx.hooks, app, &mut desired, &mut custom).is_err() {
+        desired = app.spec.manifest.clone();
+    }
+    let mut seen: HashSet<ResourceId> = resources.iter().filter_map(ResourceId::of).collect();
+    for resource in desired {
+        if let Some(id) = ResourceId::of(&resource) {
+            if seen.insert(id) {
+                resources.push(resource);
+            }
+        }
+    }
     // Reverse order: a namespace or CRD of the manifest goes last.
     for resource in resources.iter().rev() {
         let Some(id) = ResourceId::of(resource) else {

@@ -309,6 +309,53 @@ fn at_mut<'a>(value: &'a mut Object, path: &[&str]) -> Option<&'a mut Object> {
 
 /// The Pod spec of `resource` (the first of [`POD_SPEC_PATHS`] with a
 /// `containers` list) and its path.
+/// Whether the live workload `live` still reads a Secret of a hook `app`
+/// no longer asks for (an environment variable from its token Secret, or
+/// its certificate volume): it must be applied again, which removes them.
+/// Judged on the object itself, so it holds even when the status that
+/// recorded the last apply was lost to a concurrent update.
+pub fn reads_disabled_hook(app: &Application, live: &Value) -> bool {
+    let Some(object) = live.as_object() else {
+        return false;
+    };
+    let Some(pod) = pod_spec_path(object).and_then(|path| {
+        path.iter()
+            .try_fold(object, |current, key| current.get(*key)?.as_object())
+    }) else {
+        return false;
+    };
+    let disabled: Vec<String> = Hook::ALL
+        .into_iter()
+        .filter(|hook| !hook.enabled(app))
+        .flat_map(|hook| {
+            [
+                token_secret_name(&app.metadata.name, hook),
+                certs_secret_name(&app.metadata.name, hook),
+            ]
+        })
+        .collect();
+    let named = |value: Option<&Value>| {
+        value
+            .and_then(Value::as_str)
+            .is_some_and(|name| disabled.iter().any(|d| d == name))
+    };
+    let env_reads = pod
+        .get("containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.get("env").and_then(Value::as_array))
+        .flatten()
+        .any(|env| named(env.pointer("/valueFrom/secretKeyRef/name")));
+    let volume_reads = pod
+        .get("volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .any(|volume| named(volume.pointer("/secret/secretName")));
+    env_reads || volume_reads
+}
+
 fn pod_spec_path(resource: &Object) -> Option<&'static [&'static str]> {
     POD_SPEC_PATHS.into_iter().find(|path| {
         let mut current = resource;
@@ -519,6 +566,40 @@ mod tests {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 
     use super::*;
+
+    #[test]
+    fn a_workload_reading_a_disabled_hook_is_found_on_the_live_object() {
+        let app = |hooks: &[&str]| -> Application {
+            serde_json::from_value(json!({
+                "api": "kubernetes", "kind": "Application",
+                "metadata": {"name": "web", "namespace": "testing"},
+                "spec": {"manifest": [], "constraints": {"cluster": {}}, "hooks": hooks},
+            }))
+            .unwrap()
+        };
+        let live = json!({
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+            "spec": {"template": {"spec": {"containers": [{
+                "name": "c",
+                "env": [{"name": "KRAKE_SHUTDOWN_TOKEN", "valueFrom": {"secretKeyRef": {
+                    "name": "web-krake-shutdown-secret-token", "key": "krake_shutdown_token"}}}],
+            }]}}},
+        });
+        assert!(!reads_disabled_hook(&app(&["shutdown"]), &live));
+        assert!(reads_disabled_hook(&app(&[]), &live));
+        assert!(reads_disabled_hook(&app(&["complete"]), &live));
+        let certs = json!({
+            "kind": "Pod", "metadata": {"name": "p"},
+            "spec": {"containers": [{"name": "c"}], "volumes": [
+                {"name": "v", "secret": {"secretName": "web-krake-complete-secret-certs"}}]},
+        });
+        assert!(reads_disabled_hook(&app(&[]), &certs));
+        assert!(!reads_disabled_hook(&app(&["complete"]), &certs));
+        assert!(!reads_disabled_hook(
+            &app(&[]),
+            &json!({"kind": "ConfigMap"})
+        ));
+    }
     use crate::kubernetes::hooks::certs::HookCa;
     use crate::kubernetes::hooks::prepare_status;
 
