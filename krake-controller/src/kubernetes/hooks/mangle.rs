@@ -307,8 +307,6 @@ fn at_mut<'a>(value: &'a mut Object, path: &[&str]) -> Option<&'a mut Object> {
     Some(current)
 }
 
-/// The Pod spec of `resource` (the first of [`POD_SPEC_PATHS`] with a
-/// `containers` list) and its path.
 /// Whether the live workload `live` still reads a Secret of a hook `app`
 /// no longer asks for (an environment variable from its token Secret, or
 /// its certificate volume): it must be applied again, which removes them.
@@ -356,6 +354,8 @@ pub fn reads_disabled_hook(app: &Application, live: &Value) -> bool {
     env_reads || volume_reads
 }
 
+/// The Pod spec of `resource` (the first of [`POD_SPEC_PATHS`] with a
+/// `containers` list) and its path.
 fn pod_spec_path(resource: &Object) -> Option<&'static [&'static str]> {
     POD_SPEC_PATHS.into_iter().find(|path| {
         let mut current = resource;
