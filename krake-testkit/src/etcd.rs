@@ -221,12 +221,42 @@ impl EtcdProcess {
             .args(["--heartbeat-interval", "10", "--election-timeout", "100"]);
         let mut child = ChildProcess::spawn(ETCD.name, command, self.log_file())?;
         let health = format!("{client_url}/health");
+        let members = format!("{client_url}/v3/cluster/member/list");
+        // Healthy, and ours: another test's etcd that won the race for this
+        // port answers /health too, while this one fails to bind.
         child
-            .wait_ready(START_TIMEOUT, || healthy(&self.http, &health))
+            .wait_ready(START_TIMEOUT, || async {
+                healthy(&self.http, &health).await
+                    && serves_peer(&self.http, &members, &peer_url).await
+            })
             .await?;
         self.child = Some(child);
         Ok(())
     }
+}
+
+/// True if the etcd answering `members_url` (the gateway's member list) is
+/// the member with `peer_url`.
+async fn serves_peer(http: &reqwest::Client, members_url: &str, peer_url: &str) -> bool {
+    let answer = async {
+        http.post(members_url)
+            .timeout(HEALTH_TIMEOUT)
+            .body("{}")
+            .send()
+            .await?
+            .json::<serde_json::Value>()
+            .await
+    };
+    let Ok(body) = answer.await else {
+        return false;
+    };
+    body["members"].as_array().is_some_and(|members| {
+        members.iter().any(|member| {
+            member["peerURLs"]
+                .as_array()
+                .is_some_and(|urls| urls.iter().any(|url| url == peer_url))
+        })
+    })
 }
 
 /// True if etcd says it is healthy at `url` (`GET /health`).
