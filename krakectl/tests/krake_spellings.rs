@@ -18,9 +18,9 @@
 //! * the same definitions in Krake's repository (rak-n-rok/Krake,
 //!   `krakectl/krakectl/parser.py`, `kubernetes.py`, `core.py`), which add
 //!   `arg_config`: `--config PATH` on every command;
-//! * section 5.2 of shared/krake-api.md (Krake 1.0.1's krakectl: adds
+//! * section 5.2 of the project's Krake API reference (Krake 1.0.1's krakectl: adds
 //!   `-i/--inject` and `--print-completion {bash,zsh,tcsh}`);
-//! * the transcripts of the real krakectl in shared/wire/krakectl/ (every
+//! * the transcripts of the real krakectl in krake-testkit/wire/krakectl/ (every
 //!   command line that Krake accepted is replayed verbatim below).
 //!
 //! Each long flag is also tried as `--flag=value` and abbreviated to its
@@ -735,7 +735,7 @@ const REPEATS: &[&str] = &[
     "core metric create obj --mp-name a --mp-name prom --min 0 --max 1 --min -1",
 ];
 
-/// The command lines of shared/wire/krakectl/krakectl_transcript*.txt that
+/// The command lines of krake-testkit/wire/krakectl/krakectl_transcript*.txt that
 /// Krake's krakectl accepted (exit 0 or 1: not a usage error).
 const TRANSCRIPTS: &[&str] = &[
     "kube cluster register -k fake-kubeconfig.yaml -n testing",
